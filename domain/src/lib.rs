@@ -1,0 +1,28 @@
+//! The heart of Virel: entities, state machines, permissions, and the commands that change
+//! state, each writing the row, its audit entry and its domain events in one transaction.
+//! No HTTP and no queue here: the API, the workers and the scheduler all call into this crate.
+
+pub mod commands;
+pub mod ctx;
+pub mod error;
+pub mod machine;
+pub mod policy;
+pub mod rows;
+pub mod seed;
+pub mod store;
+
+pub use ctx::{Actor, Ctx};
+pub use error::{DomainError, DomainResult};
+pub use store::Db;
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+/// The current time at the precision both engines store (microseconds), so a value written
+/// and read back compares equal.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+pub fn new_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}

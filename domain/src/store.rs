@@ -1,0 +1,216 @@
+//! The store: one SQL text for PostgreSQL and SQLite, run through whichever pool is configured.
+//!
+//! Both engines accept `$N` placeholders and encode `Uuid`, `DateTime<Utc>` and `Json<T>`
+//! natively, so every query is written once and the `q_*!` macros below expand it for each
+//! driver. Engine differences live in the migrations and in the few methods of this module.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+
+use crate::error::DomainError;
+
+/// A connection pool on one of the two engines.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Pg(PgPool),
+    Lite(SqlitePool),
+}
+
+/// An open transaction. Dropping it without `commit` rolls it back.
+pub enum Tx {
+    Pg(Transaction<'static, Postgres>),
+    Lite(Transaction<'static, Sqlite>),
+}
+
+/// A borrowed connection, the thing the query macros run on.
+pub enum Conn<'a> {
+    Pg(&'a mut PgConnection),
+    Lite(&'a mut SqliteConnection),
+}
+
+/// A pooled connection for reads outside a transaction.
+pub enum Handle {
+    Pg(sqlx::pool::PoolConnection<Postgres>),
+    Lite(sqlx::pool::PoolConnection<Sqlite>),
+}
+
+impl Db {
+    /// Connects to `url`: `postgres://...` or `sqlite://path` (created when missing).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DomainError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).map_err(DomainError::from)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await?;
+            Ok(Db::Pg(pool))
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(DomainError::from)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts)
+                .await?;
+            Ok(Db::Lite(pool))
+        } else {
+            Err(DomainError::Invalid(format!(
+                "DATABASE_URL must start with postgres:// or sqlite: (got {})",
+                url.split(':').next().unwrap_or("")
+            )))
+        }
+    }
+
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Db::Pg(_) => "postgres",
+            Db::Lite(_) => "sqlite",
+        }
+    }
+
+    /// Applies the engine's migrations (`migrations/postgres` or `migrations/sqlite`).
+    pub async fn migrate(&self) -> Result<(), DomainError> {
+        match self {
+            Db::Pg(p) => sqlx::migrate!("../migrations/postgres").run(p).await,
+            Db::Lite(p) => sqlx::migrate!("../migrations/sqlite").run(p).await,
+        }
+        .map_err(|e| DomainError::Internal(format!("migration failed: {e}")))
+    }
+
+    /// Starts a write transaction. On SQLite it is `BEGIN IMMEDIATE`: writers queue for the
+    /// database lock up front instead of failing when a read lock cannot be upgraded, which is
+    /// also what makes check-then-write guards (booking overlap) race-free there.
+    pub async fn begin(&self) -> Result<Tx, DomainError> {
+        Ok(match self {
+            Db::Pg(p) => Tx::Pg(p.begin().await?),
+            Db::Lite(p) => Tx::Lite(p.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    pub async fn acquire(&self) -> Result<Handle, DomainError> {
+        Ok(match self {
+            Db::Pg(p) => Handle::Pg(p.acquire().await?),
+            Db::Lite(p) => Handle::Lite(p.acquire().await?),
+        })
+    }
+
+    pub async fn ping(&self) -> bool {
+        let res = match self {
+            Db::Pg(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+            Db::Lite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+        };
+        res.is_ok()
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Pg(p) => p.close().await,
+            Db::Lite(p) => p.close().await,
+        }
+    }
+}
+
+impl Tx {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Tx::Pg(t) => Conn::Pg(&mut **t),
+            Tx::Lite(t) => Conn::Lite(&mut **t),
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), DomainError> {
+        match self {
+            Tx::Pg(t) => t.commit().await?,
+            Tx::Lite(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    /// Takes the row lock that serialises writers of one parent row (a model's bookings).
+    /// PostgreSQL locks the row until commit; SQLite already holds the database write lock.
+    pub async fn lock_row(&mut self, table: LockTable, id: uuid::Uuid) -> Result<bool, DomainError> {
+        let n = match (self, table) {
+            (Tx::Pg(t), LockTable::Models) => {
+                sqlx::query("SELECT id FROM models WHERE id = $1 FOR UPDATE")
+                    .bind(id)
+                    .fetch_optional(&mut **t)
+                    .await?
+                    .is_some()
+            }
+            (Tx::Lite(t), LockTable::Models) => sqlx::query("SELECT id FROM models WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut **t)
+                .await?
+                .is_some(),
+        };
+        Ok(n)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum LockTable {
+    Models,
+}
+
+impl Handle {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Handle::Pg(c) => Conn::Pg(&mut **c),
+            Handle::Lite(c) => Conn::Lite(&mut **c),
+        }
+    }
+}
+
+/// `q_all!(conn, Type, "SQL", binds...)` → `Result<Vec<Type>, DomainError>`.
+#[macro_export]
+macro_rules! q_all {
+    ($conn:expr, $t:ty, $sql:expr $(, $b:expr)* $(,)?) => {
+        match &mut *$conn {
+            $crate::store::Conn::Pg(c) => sqlx::query_as::<sqlx::Postgres, $t>($sql)$(.bind($b))*.fetch_all(&mut **c).await,
+            $crate::store::Conn::Lite(c) => sqlx::query_as::<sqlx::Sqlite, $t>($sql)$(.bind($b))*.fetch_all(&mut **c).await,
+        }.map_err($crate::error::DomainError::from)
+    };
+}
+
+/// `q_opt!(conn, Type, "SQL", binds...)` → `Result<Option<Type>, DomainError>`.
+#[macro_export]
+macro_rules! q_opt {
+    ($conn:expr, $t:ty, $sql:expr $(, $b:expr)* $(,)?) => {
+        match &mut *$conn {
+            $crate::store::Conn::Pg(c) => sqlx::query_as::<sqlx::Postgres, $t>($sql)$(.bind($b))*.fetch_optional(&mut **c).await,
+            $crate::store::Conn::Lite(c) => sqlx::query_as::<sqlx::Sqlite, $t>($sql)$(.bind($b))*.fetch_optional(&mut **c).await,
+        }.map_err($crate::error::DomainError::from)
+    };
+}
+
+/// `q_one!(conn, Type, "SQL", binds...)` → `Result<Type, DomainError>`.
+#[macro_export]
+macro_rules! q_one {
+    ($conn:expr, $t:ty, $sql:expr $(, $b:expr)* $(,)?) => {
+        match &mut *$conn {
+            $crate::store::Conn::Pg(c) => sqlx::query_as::<sqlx::Postgres, $t>($sql)$(.bind($b))*.fetch_one(&mut **c).await,
+            $crate::store::Conn::Lite(c) => sqlx::query_as::<sqlx::Sqlite, $t>($sql)$(.bind($b))*.fetch_one(&mut **c).await,
+        }.map_err($crate::error::DomainError::from)
+    };
+}
+
+/// `q_exec!(conn, "SQL", binds...)` → `Result<u64 (rows affected), DomainError>`.
+#[macro_export]
+macro_rules! q_exec {
+    ($conn:expr, $sql:expr $(, $b:expr)* $(,)?) => {
+        match &mut *$conn {
+            $crate::store::Conn::Pg(c) => sqlx::query::<sqlx::Postgres>($sql)$(.bind($b))*.execute(&mut **c).await.map(|r| r.rows_affected()),
+            $crate::store::Conn::Lite(c) => sqlx::query::<sqlx::Sqlite>($sql)$(.bind($b))*.execute(&mut **c).await.map(|r| r.rows_affected()),
+        }.map_err($crate::error::DomainError::from)
+    };
+}
