@@ -1,1 +1,155 @@
+//! The HTTP API (poem + poem-openapi): one module per resource, authentication, error mapping,
+//! masking on the way out. The OpenAPI document is generated from these handlers.
 
+pub mod auth;
+pub mod dto;
+pub mod error;
+mod resources;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use poem::endpoint::make_sync;
+use poem::http::{HeaderValue, StatusCode};
+use poem::middleware::Tracing;
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route};
+use poem_openapi::{OpenApiService, Tags};
+use virel_domain::Db;
+
+pub use auth::JwtKeys;
+use error::{ErrorBody, json_response, render_error};
+
+/// Request bodies above this are refused with 413 before any handler runs.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub struct AppState {
+    pub db: Db,
+    pub jwt: JwtKeys,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(db: Db, jwt_secret: &[u8]) -> Arc<AppState> {
+        Arc::new(AppState { db, jwt: JwtKeys::new(jwt_secret), started: Instant::now() })
+    }
+}
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Login, token refresh, logout and the caller's account.
+    Auth,
+    /// Client inquiries and their qualification.
+    Inquiries,
+    /// Bookings and their lifecycle.
+    Bookings,
+    /// Tasks for operators.
+    Tasks,
+    /// Exceptions that need a human.
+    Exceptions,
+    /// Notes on any subject.
+    Notes,
+    /// The agency's clients (contact details masked without `clients:pii`).
+    Clients,
+    /// The agency's models.
+    Models,
+    /// Staff accounts (OWNER).
+    Users,
+    /// The append-only audit log.
+    Audit,
+    /// Health and monitoring.
+    System,
+}
+
+pub fn api_service(state: Arc<AppState>) -> OpenApiService<impl poem_openapi::OpenApi, ()> {
+    OpenApiService::new(resources::apis(state), "Virel", env!("CARGO_PKG_VERSION"))
+        .description("The operations platform of a booking agency.")
+        .server("/api/v1")
+}
+
+/// The OpenAPI document as JSON (`virel openapi`).
+pub fn openapi_json(state: Arc<AppState>) -> String {
+    api_service(state).spec()
+}
+
+/// The whole HTTP application: `/api/v1/...`, the OpenAPI document and `/docs`.
+pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
+    let service = api_service(state.clone());
+    let spec = service.spec();
+    let docs = service.swagger_ui();
+    Route::new()
+        .at(
+            "/api/v1/openapi.json",
+            make_sync(move |_| Response::builder().content_type("application/json").body(spec.clone())),
+        )
+        .nest("/api/v1", service)
+        .nest("/docs", docs)
+        .at("/", make_sync(|_| Response::builder().status(StatusCode::FOUND).header("location", "/docs").finish()))
+        .data(state)
+        .around(body_limit)
+        .catch_all_error(render_error)
+        .around(request_id)
+        .with(Tracing)
+        .into_endpoint()
+        .map_to_response()
+}
+
+/// The caller's address and the request id, for audit entries.
+pub fn request_meta(req: &Request) -> (Option<String>, Option<String>) {
+    let ip = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|s| s.trim().to_string())
+        .or_else(|| req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()));
+    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(String::from);
+    (ip, request_id)
+}
+
+/// Every response carries `x-request-id` (the caller's, when it sent a sane one), and every
+/// log line of the request carries it too.
+async fn request_id<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(String::from)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"));
+    req.headers_mut().insert("x-request-id", value.clone());
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let _enter = span.enter();
+    let mut resp = match next.call(req).await {
+        Ok(r) => r.into_response(),
+        Err(e) => render_error(e).await,
+    };
+    resp.headers_mut().insert("x-request-id", value);
+    Ok(resp)
+}
+
+/// Refuses bodies over `MAX_BODY_BYTES` (413), whether or not they declare their length.
+async fn body_limit<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorBody::new("payload_too_large", format!("request bodies are limited to {MAX_BODY_BYTES} bytes"), serde_json::json!({"limit": MAX_BODY_BYTES})),
+        )
+    };
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Ok(too_large());
+    }
+    if declared.is_none() && req.headers().contains_key("transfer-encoding") {
+        let body = req.take_body();
+        match body.into_bytes_limit(MAX_BODY_BYTES).await {
+            Ok(bytes) => req.set_body(bytes),
+            Err(_) => return Ok(too_large()),
+        }
+    }
+    Ok(next.call(req).await?.into_response())
+}

@@ -215,10 +215,10 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// Builds a page from `limit + 1` fetched rows: the extra row only says a next page exists.
-    pub fn from_rows(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> Uuid) -> Page<T> {
+    pub fn from_rows(mut rows: Vec<T>, limit: i64, id: fn(&T) -> Uuid) -> Page<T> {
         let more = rows.len() as i64 > limit;
         rows.truncate(limit.max(0) as usize);
-        let next_cursor = if more { rows.last().map(&id) } else { None };
+        let next_cursor = if more { rows.last().map(id) } else { None };
         Page { items: rows, next_cursor }
     }
 }

@@ -1,7 +1,5 @@
 //! Reading the audit log (it is written by every command, and never updated or deleted).
 
-use uuid::Uuid;
-
 use super::{PageReq, authorize};
 use crate::error::DomainResult;
 use crate::policy::Permission;
@@ -29,5 +27,5 @@ pub async fn list(
         page.cursor,
         page.fetch()
     )?;
-    Ok(Page::from_rows(rows, page.limit, |a: &AuditEntry| -> Uuid { a.id }))
+    Ok(Page::from_rows(rows, page.limit, |a| a.id))
 }

@@ -230,3 +230,19 @@ pub async fn block(db: &Db, ctx: &Ctx, id: Uuid, reason: Option<String>) -> Doma
     tx.commit().await?;
     Ok(after)
 }
+
+/// The clients of a page of inquiries or bookings, read on one connection. Callers have
+/// already been authorised to read those rows; masking is the API's job.
+pub async fn by_ids(db: &Db, ids: impl IntoIterator<Item = Uuid>) -> DomainResult<std::collections::HashMap<Uuid, Client>> {
+    let mut out = std::collections::HashMap::new();
+    let mut h = db.acquire().await?;
+    let mut conn = h.conn();
+    for id in ids {
+        if let std::collections::hash_map::Entry::Vacant(e) = out.entry(id)
+            && let Some(c) = q_opt!(&mut conn, Client, "SELECT * FROM clients WHERE id = $1", id)?
+        {
+            e.insert(c);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,134 @@
+//! The error shape of every answer, `{"error": {"code", "message", "details"}}`, and the one
+//! place where domain errors become HTTP statuses.
+
+use poem::{Response, http::StatusCode};
+use poem_openapi::{ApiResponse, Object, payload::Json};
+use serde_json::Value;
+use virel_domain::DomainError;
+
+#[derive(Object, Debug, Clone, serde::Serialize)]
+pub struct ErrorInfo {
+    /// Stable machine-readable code: invalid_transition, booking_overlap, version_conflict,
+    /// duplicate, validation_failed, guard_failed, not_found, forbidden, unauthorized,
+    /// bad_request, payload_too_large, too_many_requests, service_unavailable, internal.
+    pub code: String,
+    pub message: String,
+    pub details: Value,
+}
+
+#[derive(Object, Debug, Clone, serde::Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorInfo,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, message: impl Into<String>, details: Value) -> ErrorBody {
+        ErrorBody { error: ErrorInfo { code: code.into(), message: message.into(), details } }
+    }
+}
+
+#[derive(ApiResponse, Debug)]
+pub enum ApiError {
+    /// Malformed body or parameters.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing, invalid or expired credentials.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The caller lacks the permission (the attempt is audited).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// invalid_transition (with the allowed targets), booking_overlap, version_conflict,
+    /// duplicate, guard_failed.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// Well-formed but invalid input.
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>),
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// A dependency is down; the write did not happen.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn bad_request(msg: impl Into<String>) -> ApiError {
+        ApiError::BadRequest(Json(ErrorBody::new("bad_request", msg, Value::Object(Default::default()))))
+    }
+
+    pub fn unauthorized(msg: impl Into<String>) -> ApiError {
+        ApiError::Unauthorized(Json(ErrorBody::new("unauthorized", msg, Value::Object(Default::default()))))
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> ApiError {
+        let message = match &e {
+            // Internal details stay in the log, never in an answer.
+            DomainError::Internal(detail) => {
+                tracing::error!(detail = %detail, "internal error");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = Json(ErrorBody::new(e.code(), message, e.details()));
+        match e.status() {
+            401 => ApiError::Unauthorized(body),
+            403 => ApiError::Forbidden(body),
+            404 => ApiError::NotFound(body),
+            409 => ApiError::Conflict(body),
+            422 => ApiError::Unprocessable(body),
+            429 => ApiError::TooManyRequests(body),
+            503 => ApiError::Unavailable(body),
+            _ => ApiError::Internal(body),
+        }
+    }
+}
+
+/// Turns any error that did not come from a handler (a body that is not JSON, a wrong type,
+/// a bad id in the path, an unknown route, a missing token) into the same error shape.
+pub async fn render_error(err: poem::Error) -> Response {
+    if err.is::<poem_openapi::error::AuthorizationError>() {
+        return json_response(StatusCode::UNAUTHORIZED, ErrorBody::new("unauthorized", "a valid bearer token is required", Value::Object(Default::default())));
+    }
+    let status = err.status();
+    if err.is_from_response() {
+        // Already one of ours (an ApiError turned into a poem::Error).
+        return err.into_response();
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "validation_failed",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if status.is_server_error() {
+        tracing::error!(error = %err, "unhandled error");
+        "internal error".to_string()
+    } else if status == StatusCode::NOT_FOUND {
+        "no such route".to_string()
+    } else {
+        err.to_string()
+    };
+    json_response(status, ErrorBody::new(code, message, Value::Object(Default::default())))
+}
+
+pub fn json_response(status: StatusCode, body: ErrorBody) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("application/json; charset=utf-8")
+        .body(serde_json::to_vec(&body).unwrap_or_default())
+}

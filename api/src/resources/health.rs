@@ -1,0 +1,49 @@
+//! `/health`: no auth; 200 when the database answers, 503 when it does not.
+
+use std::sync::Arc;
+
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde_json::{Value, json};
+
+use crate::{ApiTags, AppState};
+
+pub struct Api {
+    pub state: Arc<AppState>,
+}
+
+#[derive(Object)]
+pub struct Health {
+    /// ok or degraded.
+    pub status: String,
+    pub checks: Value,
+    pub uptime_secs: u64,
+    pub version: String,
+}
+
+#[derive(ApiResponse)]
+pub enum HealthResponse {
+    #[oai(status = 200)]
+    Ok(Json<Health>),
+    /// The database is unreachable.
+    #[oai(status = 503)]
+    Down(Json<Health>),
+}
+
+#[OpenApi(tag = "ApiTags::System")]
+impl Api {
+    #[oai(path = "/health", method = "get")]
+    async fn health(&self) -> HealthResponse {
+        let db_ok = self.state.db.ping().await;
+        let checks = json!({
+            "database": {"status": if db_ok { "ok" } else { "down" }, "engine": self.state.db.engine()},
+        });
+        let h = Health {
+            status: if db_ok { "ok" } else { "degraded" }.into(),
+            checks,
+            uptime_secs: self.state.started.elapsed().as_secs(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        if db_ok { HealthResponse::Ok(Json(h)) } else { HealthResponse::Down(Json(h)) }
+    }
+}

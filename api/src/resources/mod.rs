@@ -1,0 +1,59 @@
+//! One module per resource of `/api/v1`.
+
+mod audit;
+mod bookings;
+mod clients;
+mod exceptions;
+mod health;
+mod inquiries;
+mod models;
+mod notes;
+mod tasks;
+mod users;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use uuid::Uuid;
+use virel_domain::commands::PageReq;
+
+use crate::AppState;
+use crate::auth::AuthApi;
+use crate::error::{ApiError, ApiResult};
+
+pub fn apis(state: Arc<AppState>) -> impl poem_openapi::OpenApi {
+    (
+        AuthApi { state: state.clone() },
+        inquiries::Api { state: state.clone() },
+        bookings::Api { state: state.clone() },
+        tasks::Api { state: state.clone() },
+        exceptions::Api { state: state.clone() },
+        notes::Api { state: state.clone() },
+        clients::Api { state: state.clone() },
+        models::Api { state: state.clone() },
+        (users::Api { state: state.clone() }, audit::Api { state: state.clone() }, health::Api { state }),
+    )
+}
+
+/// Cursors are opaque to clients: the last id of a page, base64url-encoded.
+pub fn encode_cursor(id: Option<Uuid>) -> Option<String> {
+    id.map(|id| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes()))
+}
+
+pub fn page(limit: Option<i64>, cursor: Option<String>) -> ApiResult<PageReq> {
+    let cursor = match cursor.filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => {
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c.as_bytes())
+                .map_err(|_| ApiError::bad_request("cursor is not one this API gave out"))?;
+            Some(Uuid::from_slice(&bytes).map_err(|_| ApiError::bad_request("cursor is not one this API gave out"))?)
+        }
+    };
+    match limit {
+        Some(l) if !(1..=PageReq::MAX).contains(&l) => {
+            Err(ApiError::bad_request(format!("limit must be between 1 and {}", PageReq::MAX)))
+        }
+        _ => Ok(PageReq::new(limit, cursor)?),
+    }
+}

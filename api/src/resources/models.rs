@@ -1,0 +1,108 @@
+//! `/models`: the agency's talent.
+
+use std::sync::Arc;
+
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde_json::Value;
+use uuid::Uuid;
+use virel_domain::commands::models::{self, ModelPatch, NewModel, Rate};
+
+use super::{encode_cursor, page};
+use crate::auth::Auth;
+use crate::dto::{ModelOut, ModelPage};
+use crate::error::ApiResult;
+use crate::{ApiTags, AppState};
+
+pub struct Api {
+    pub state: Arc<AppState>,
+}
+
+#[derive(Object)]
+pub struct RateIn {
+    pub duration_minutes: i64,
+    pub amount: i64,
+    pub currency: String,
+}
+
+#[derive(Object)]
+pub struct CreateModel {
+    pub name: String,
+    pub base_location: Option<String>,
+    pub languages: Option<Vec<String>>,
+    pub rates: Option<Vec<RateIn>>,
+    pub attributes: Option<Value>,
+    pub profile_text: Option<String>,
+    pub seo_slug: Option<String>,
+}
+
+#[derive(Object)]
+pub struct PatchModel {
+    pub name: Option<String>,
+    /// active or inactive.
+    pub status: Option<String>,
+    pub base_location: Option<String>,
+    pub languages: Option<Vec<String>>,
+    pub rates: Option<Vec<RateIn>>,
+    pub attributes: Option<Value>,
+    pub profile_text: Option<String>,
+    pub seo_slug: Option<String>,
+    pub version: Option<i64>,
+}
+
+fn rates(r: Option<Vec<RateIn>>) -> Option<Vec<Rate>> {
+    r.map(|v| v.into_iter().map(|r| Rate { duration_minutes: r.duration_minutes, amount: r.amount, currency: r.currency }).collect())
+}
+
+#[derive(ApiResponse)]
+pub enum Created {
+    #[oai(status = 201)]
+    Model(Json<ModelOut>),
+}
+
+#[OpenApi(tag = "ApiTags::Models")]
+impl Api {
+    #[oai(path = "/models", method = "post")]
+    async fn create(&self, auth: Auth, body: Json<CreateModel>) -> ApiResult<Created> {
+        let b = body.0;
+        let m = NewModel {
+            name: b.name,
+            base_location: b.base_location,
+            languages: b.languages.unwrap_or_default(),
+            rates: rates(b.rates).unwrap_or_default(),
+            attributes: b.attributes,
+            profile_text: b.profile_text,
+            seo_slug: b.seo_slug,
+        };
+        Ok(Created::Model(Json(models::create(&self.state.db, &auth.0, m).await?.into())))
+    }
+
+    #[oai(path = "/models", method = "get")]
+    async fn list(&self, auth: Auth, status: Query<Option<String>>, limit: Query<Option<i64>>, cursor: Query<Option<String>>) -> ApiResult<Json<ModelPage>> {
+        let p = models::list(&self.state.db, &auth.0, status.0, page(limit.0, cursor.0)?).await?;
+        Ok(Json(ModelPage { items: p.items.into_iter().map(Into::into).collect(), next_cursor: encode_cursor(p.next_cursor) }))
+    }
+
+    #[oai(path = "/models/:id", method = "get")]
+    async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<ModelOut>> {
+        Ok(Json(models::get(&self.state.db, &auth.0, id.0).await?.into()))
+    }
+
+    #[oai(path = "/models/:id", method = "patch")]
+    async fn patch(&self, auth: Auth, id: Path<Uuid>, body: Json<PatchModel>) -> ApiResult<Json<ModelOut>> {
+        let b = body.0;
+        let p = ModelPatch {
+            name: b.name,
+            status: b.status,
+            base_location: b.base_location,
+            languages: b.languages,
+            rates: rates(b.rates),
+            attributes: b.attributes,
+            profile_text: b.profile_text,
+            seo_slug: b.seo_slug,
+            version: b.version,
+        };
+        Ok(Json(models::update(&self.state.db, &auth.0, id.0, p).await?.into()))
+    }
+}
