@@ -1,1 +1,183 @@
-fn main() {}
+//! The `virel` binary: command line and wiring only. The API, workers and scheduler live in
+//! their crates; this file composes them.
+
+mod config;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use config::Config;
+use tokio::sync::watch;
+use virel_domain::Db;
+
+#[derive(Parser)]
+#[command(
+    name = "virel",
+    version,
+    about = "Virel: the operations platform of a booking agency"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API, workers and scheduler in one process (the default).
+    All,
+    /// The HTTP API only.
+    Api,
+    /// Worker pools only.
+    Workers {
+        /// Comma-separated queues to consume: critical, ops, heavy (default: all three).
+        #[arg(long, value_delimiter = ',')]
+        queues: Option<Vec<String>>,
+    },
+    /// The scheduler only (leader-leased: a second copy stands by).
+    Scheduler,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Write the demo data (idempotent) and exit.
+    Seed,
+    /// Print the OpenAPI document and exit.
+    Openapi,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,poem=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let cfg = Config::from_env()?;
+    match cli.command.unwrap_or(Command::All) {
+        Command::Openapi => {
+            // The document does not depend on the database: an in-memory SQLite pool suffices.
+            let db = Db::connect("sqlite::memory:", 1).await?;
+            let state = virel_api::AppState::new(db, b"openapi-document-only-no-real-key");
+            println!("{}", virel_api::openapi_json(state));
+            Ok(())
+        }
+        Command::Migrate => {
+            let db = connect(&cfg).await?;
+            db.migrate().await?;
+            virel_domain::seed::sync_policy(&db).await?;
+            tracing::info!(engine = db.engine(), "migrations applied");
+            Ok(())
+        }
+        Command::Seed => {
+            let db = connect(&cfg).await?;
+            if cfg.embedded() {
+                db.migrate().await?;
+            }
+            let wrote = virel_domain::seed::seed_demo(&db).await?;
+            tracing::info!(
+                wrote,
+                "demo data {}",
+                if wrote { "written" } else { "already present" }
+            );
+            Ok(())
+        }
+        Command::All => run(cfg, true, Some(vec![]), true).await,
+        Command::Api => run(cfg, true, None, false).await,
+        Command::Workers { queues } => {
+            run(cfg, false, Some(queues.unwrap_or_default()), false).await
+        }
+        Command::Scheduler => run(cfg, false, None, true).await,
+    }
+}
+
+async fn connect(cfg: &Config) -> anyhow::Result<Db> {
+    let url = cfg.database_url()?;
+    Db::connect(&url, cfg.db_max_connections)
+        .await
+        .with_context(|| "cannot connect to the database (DATABASE_URL)".to_string())
+}
+
+/// Runs the chosen roles until SIGTERM or Ctrl-C, then shuts them down gracefully.
+async fn run(
+    cfg: Config,
+    api: bool,
+    workers: Option<Vec<String>>,
+    scheduler: bool,
+) -> anyhow::Result<()> {
+    let db = connect(&cfg).await?;
+    if cfg.embedded() {
+        db.migrate().await?;
+        if virel_domain::seed::seed_demo(&db).await? {
+            tracing::info!("demo data written (first start)");
+        }
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(queues) = workers {
+        let wcfg = virel_workers::WorkerConfig::from_env(&queues)?;
+        let (db, stop) = (db.clone(), stop_rx.clone());
+        tasks.spawn(async move { virel_workers::run(db, wcfg, stop).await });
+    }
+    if scheduler {
+        let (db, stop) = (db.clone(), stop_rx.clone());
+        tasks.spawn(async move { virel_scheduler::run(db, stop).await });
+    }
+    if api {
+        let state = virel_api::AppState::new(db.clone(), &cfg.jwt_secret()?);
+        let listener = poem::listener::TcpListener::bind(cfg.bind.clone());
+        let mut stop = stop_rx.clone();
+        let bind = cfg.bind.clone();
+        let embedded = cfg.embedded();
+        tasks.spawn(async move {
+            let port = bind.rsplit(':').next().unwrap_or("3000").to_string();
+            tracing::info!("Virel API on {bind}: open http://localhost:{port}/docs");
+            if embedded {
+                tracing::info!(
+                    "log in with admin@virel.com / password123 (demo data): POST /api/v1/auth/login"
+                );
+            }
+            poem::Server::new(listener)
+                .run_with_graceful_shutdown(
+                    virel_api::app(state),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                    Some(std::time::Duration::from_secs(10)),
+                )
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        Some(res) = tasks.join_next() => {
+            // A role ended on its own: that is an error (a bind failure, say).
+            let _ = stop_tx.send(true);
+            res??;
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(res) = tasks.join_next().await {
+        res??;
+    }
+    db.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -19,7 +19,10 @@ pub struct Money {
 
 impl From<Money> for DMoney {
     fn from(m: Money) -> DMoney {
-        DMoney { amount: m.amount, currency: m.currency }
+        DMoney {
+            amount: m.amount,
+            currency: m.currency,
+        }
     }
 }
 
@@ -35,19 +38,33 @@ pub struct View {
 
 impl View {
     pub fn of(ctx: &Ctx) -> View {
-        View { pii: ctx.sees_pii() }
+        View {
+            pii: ctx.sees_pii(),
+        }
     }
 
     fn phone(&self, v: Option<String>) -> Option<String> {
-        if self.pii { v } else { v.map(|s| mask_phone(&s)) }
+        if self.pii {
+            v
+        } else {
+            v.map(|s| mask_phone(&s))
+        }
     }
 
     fn email(&self, v: Option<String>) -> Option<String> {
-        if self.pii { v } else { v.map(|s| mask_email(&s)) }
+        if self.pii {
+            v
+        } else {
+            v.map(|s| mask_email(&s))
+        }
     }
 
     fn telegram(&self, v: Option<String>) -> Option<String> {
-        if self.pii { v } else { v.map(|s| mask_telegram(&s)) }
+        if self.pii {
+            v
+        } else {
+            v.map(|s| mask_telegram(&s))
+        }
     }
 
     pub fn json(&self, mut v: Value) -> Value {
@@ -96,7 +113,11 @@ impl ClientOut {
             tags: c.tags.0,
             blocked: c.blocked,
             blocked_reason: c.blocked_reason,
-            stats: ClientStats { bookings: c.bookings_count, no_shows: c.no_shows_count, spend: c.spend_amount },
+            stats: ClientStats {
+                bookings: c.bookings_count,
+                no_shows: c.no_shows_count,
+                spend: c.spend_amount,
+            },
             created_at: c.created_at,
             updated_at: c.updated_at,
             version: c.version,
@@ -192,7 +213,11 @@ pub struct InquiryOut {
 impl InquiryOut {
     pub fn new(i: rows::Inquiry, client: Option<rows::Client>, v: View) -> InquiryOut {
         InquiryOut {
-            allowed_transitions: virel_domain::machine::INQUIRY.allowed_from(&i.status).into_iter().map(String::from).collect(),
+            allowed_transitions: virel_domain::machine::INQUIRY
+                .allowed_from(&i.status)
+                .into_iter()
+                .map(String::from)
+                .collect(),
             id: i.id,
             source: i.source,
             status: i.status,
@@ -202,7 +227,9 @@ impl InquiryOut {
             duration_minutes: i.duration_minutes,
             location: i.location,
             preferences: i.preferences.0,
-            budget: i.budget_amount.map(|a| money(a, i.budget_currency.unwrap_or_default())),
+            budget: i
+                .budget_amount
+                .map(|a| money(a, i.budget_currency.unwrap_or_default())),
             model_id: i.model_id,
             assignee_id: i.assignee_id,
             proposal: i.proposal.map(|p| p.0),
@@ -242,7 +269,11 @@ pub struct BookingOut {
 impl BookingOut {
     pub fn new(b: rows::Booking, client: Option<rows::Client>, v: View) -> BookingOut {
         BookingOut {
-            allowed_transitions: virel_domain::machine::BOOKING.allowed_from(&b.status).into_iter().map(String::from).collect(),
+            allowed_transitions: virel_domain::machine::BOOKING
+                .allowed_from(&b.status)
+                .into_iter()
+                .map(String::from)
+                .collect(),
             duration_minutes: (b.end_at - b.start_at).num_minutes(),
             id: b.id,
             status: b.status,
@@ -288,7 +319,11 @@ pub struct TaskOut {
 impl From<rows::Task> for TaskOut {
     fn from(t: rows::Task) -> TaskOut {
         TaskOut {
-            allowed_transitions: virel_domain::machine::TASK.allowed_from(&t.status).into_iter().map(String::from).collect(),
+            allowed_transitions: virel_domain::machine::TASK
+                .allowed_from(&t.status)
+                .into_iter()
+                .map(String::from)
+                .collect(),
             id: t.id,
             kind: t.kind,
             title: t.title,
@@ -330,7 +365,11 @@ pub struct ExceptionOut {
 impl From<rows::Exception> for ExceptionOut {
     fn from(e: rows::Exception) -> ExceptionOut {
         ExceptionOut {
-            allowed_transitions: virel_domain::machine::EXCEPTION.allowed_from(&e.status).into_iter().map(String::from).collect(),
+            allowed_transitions: virel_domain::machine::EXCEPTION
+                .allowed_from(&e.status)
+                .into_iter()
+                .map(String::from)
+                .collect(),
             id: e.id,
             kind: e.kind,
             title: e.title,
@@ -361,7 +400,14 @@ pub struct NoteOut {
 
 impl From<rows::Note> for NoteOut {
     fn from(n: rows::Note) -> NoteOut {
-        NoteOut { id: n.id, subject_type: n.subject_type, subject_id: n.subject_id, author: n.author, text: n.text, created_at: n.created_at }
+        NoteOut {
+            id: n.id,
+            subject_type: n.subject_type,
+            subject_id: n.subject_id,
+            author: n.author,
+            text: n.text,
+            created_at: n.created_at,
+        }
     }
 }
 

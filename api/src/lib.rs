@@ -30,7 +30,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(db: Db, jwt_secret: &[u8]) -> Arc<AppState> {
-        Arc::new(AppState { db, jwt: JwtKeys::new(jwt_secret), started: Instant::now() })
+        Arc::new(AppState {
+            db,
+            jwt: JwtKeys::new(jwt_secret),
+            started: Instant::now(),
+        })
     }
 }
 
@@ -79,11 +83,23 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
     Route::new()
         .at(
             "/api/v1/openapi.json",
-            make_sync(move |_| Response::builder().content_type("application/json").body(spec.clone())),
+            make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json")
+                    .body(spec.clone())
+            }),
         )
         .nest("/api/v1", service)
         .nest("/docs", docs)
-        .at("/", make_sync(|_| Response::builder().status(StatusCode::FOUND).header("location", "/docs").finish()))
+        .at(
+            "/",
+            make_sync(|_| {
+                Response::builder()
+                    .status(StatusCode::FOUND)
+                    .header("location", "/docs")
+                    .finish()
+            }),
+        )
         .data(state)
         .around(body_limit)
         .catch_all_error(render_error)
@@ -101,8 +117,16 @@ pub fn request_meta(req: &Request) -> (Option<String>, Option<String>) {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(',').next())
         .map(|s| s.trim().to_string())
-        .or_else(|| req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()));
-    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(String::from);
+        .or_else(|| {
+            req.remote_addr()
+                .as_socket_addr()
+                .map(|a| a.ip().to_string())
+        });
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
     (ip, request_id)
 }
 
@@ -138,7 +162,11 @@ async fn body_limit<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Resp
     let too_large = || {
         json_response(
             StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorBody::new("payload_too_large", format!("request bodies are limited to {MAX_BODY_BYTES} bytes"), serde_json::json!({"limit": MAX_BODY_BYTES})),
+            ErrorBody::new(
+                "payload_too_large",
+                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+                serde_json::json!({"limit": MAX_BODY_BYTES}),
+            ),
         )
     };
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {

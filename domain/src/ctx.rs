@@ -7,7 +7,10 @@ use crate::policy::{Permission, Role};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Actor {
-    User { id: Uuid, role: Role },
+    User {
+        id: Uuid,
+        role: Role,
+    },
     /// An automation rule acting through the same commands as people.
     Automation(Uuid),
     System,
@@ -65,7 +68,13 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(actor: Actor) -> Ctx {
-        Ctx { actor, ip: None, request_id: None, causation_id: None, depth: 0 }
+        Ctx {
+            actor,
+            ip: None,
+            request_id: None,
+            causation_id: None,
+            depth: 0,
+        }
     }
 
     pub fn system() -> Ctx {
@@ -97,6 +106,10 @@ impl Ctx {
     }
 
     pub fn require_quiet(&self, p: Permission) -> DomainResult<()> {
-        if self.can(p) { Ok(()) } else { Err(DomainError::forbidden(p)) }
+        if self.can(p) {
+            Ok(())
+        } else {
+            Err(DomainError::forbidden(p))
+        }
     }
 }

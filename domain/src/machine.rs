@@ -16,7 +16,11 @@ impl Machine {
     }
 
     pub fn allowed_from(&self, from: &str) -> Vec<&'static str> {
-        self.transitions.iter().filter(|(f, _)| *f == from).map(|(_, t)| *t).collect()
+        self.transitions
+            .iter()
+            .filter(|(f, _)| *f == from)
+            .map(|(_, t)| *t)
+            .collect()
     }
 
     pub fn allows(&self, from: &str, to: &str) -> bool {
@@ -40,7 +44,14 @@ impl Machine {
 
 pub const INQUIRY: Machine = Machine {
     entity: "inquiry",
-    states: &["new", "qualified", "awaiting_client", "awaiting_deposit", "converted", "lost"],
+    states: &[
+        "new",
+        "qualified",
+        "awaiting_client",
+        "awaiting_deposit",
+        "converted",
+        "lost",
+    ],
     transitions: &[
         ("new", "qualified"),
         ("qualified", "awaiting_client"),
@@ -82,7 +93,8 @@ pub const BOOKING: Machine = Machine {
 };
 
 /// Booking states that hold the model's time: two of these may not overlap.
-pub const BOOKING_HOLDS_TIME: &[&str] = &["pending", "deposit_required", "confirmed", "in_progress"];
+pub const BOOKING_HOLDS_TIME: &[&str] =
+    &["pending", "deposit_required", "confirmed", "in_progress"];
 
 pub const TASK: Machine = Machine {
     entity: "task",
@@ -132,7 +144,15 @@ pub const EXCEPTION_TYPES: &[&str] = &[
 pub const SEVERITIES: &[&str] = &["critical", "high", "medium", "low"];
 pub const INQUIRY_SOURCES: &[&str] = &["web", "phone", "telegram", "email", "partner"];
 pub const CHANNELS: &[&str] = &["telegram", "sms", "email", "phone"];
-pub const SUBJECT_TYPES: &[&str] = &["inquiry", "booking", "client", "model", "task", "exception", "payment"];
+pub const SUBJECT_TYPES: &[&str] = &[
+    "inquiry",
+    "booking",
+    "client",
+    "model",
+    "task",
+    "exception",
+    "payment",
+];
 
 #[cfg(test)]
 mod tests {

@@ -12,8 +12,13 @@ pub enum Role {
     Finance,
 }
 
-pub const ALL_ROLES: [Role; 5] =
-    [Role::Owner, Role::OpsManager, Role::Operator, Role::ContentManager, Role::Finance];
+pub const ALL_ROLES: [Role; 5] = [
+    Role::Owner,
+    Role::OpsManager,
+    Role::Operator,
+    Role::ContentManager,
+    Role::Finance,
+];
 
 impl Role {
     pub fn as_str(self) -> &'static str {
@@ -35,21 +40,55 @@ impl Role {
         match self {
             Role::Owner => ALL_PERMISSIONS,
             Role::OpsManager => &[
-                ClientsRead, ClientsWrite, ClientsPii, ClientsBlock, ModelsRead, ModelsWrite,
-                ModelsAvailability, InquiriesRead, InquiriesWrite, BookingsRead, BookingsWrite,
-                BookingsOverride, TasksRead, TasksWrite, TasksAll, ExceptionsRead,
-                ExceptionsWrite, ExceptionsAll, NotesWrite, PaymentsRead, ReportsRead,
-                AutomationRead, AutomationWrite, AuditRead, SystemRead, ActionCenterRead,
+                ClientsRead,
+                ClientsWrite,
+                ClientsPii,
+                ClientsBlock,
+                ModelsRead,
+                ModelsWrite,
+                ModelsAvailability,
+                InquiriesRead,
+                InquiriesWrite,
+                BookingsRead,
+                BookingsWrite,
+                BookingsOverride,
+                TasksRead,
+                TasksWrite,
+                TasksAll,
+                ExceptionsRead,
+                ExceptionsWrite,
+                ExceptionsAll,
+                NotesWrite,
+                PaymentsRead,
+                ReportsRead,
+                AutomationRead,
+                AutomationWrite,
+                AuditRead,
+                SystemRead,
+                ActionCenterRead,
                 UsersRead,
             ],
             Role::Operator => &[
-                ActionCenterRead, TasksRead, TasksWrite, ExceptionsRead, ExceptionsWrite,
-                InquiriesRead, InquiriesWrite, BookingsRead, BookingsWrite, ClientsRead,
-                ModelsRead, NotesWrite,
+                ActionCenterRead,
+                TasksRead,
+                TasksWrite,
+                ExceptionsRead,
+                ExceptionsWrite,
+                InquiriesRead,
+                InquiriesWrite,
+                BookingsRead,
+                BookingsWrite,
+                ClientsRead,
+                ModelsRead,
+                NotesWrite,
             ],
             Role::ContentManager => &[ModelsRead, ModelsWrite, ModelsMedia],
             Role::Finance => &[
-                PaymentsRead, PaymentsWrite, PaymentsRefund, ReportsRead, BookingsRead,
+                PaymentsRead,
+                PaymentsWrite,
+                PaymentsRefund,
+                ReportsRead,
+                BookingsRead,
                 ClientsRead,
             ],
         }

@@ -37,12 +37,25 @@ pub async fn sync_policy(db: &Db) -> DomainResult<()> {
     let mut conn = tx.conn();
     q_exec!(&mut conn, "DELETE FROM role_permissions")?;
     for p in ALL_PERMISSIONS {
-        q_exec!(&mut conn, "INSERT INTO permissions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", p.as_str())?;
+        q_exec!(
+            &mut conn,
+            "INSERT INTO permissions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            p.as_str()
+        )?;
     }
     for r in ALL_ROLES {
-        q_exec!(&mut conn, "INSERT INTO roles (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", r.as_str())?;
+        q_exec!(
+            &mut conn,
+            "INSERT INTO roles (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            r.as_str()
+        )?;
         for p in r.permissions() {
-            q_exec!(&mut conn, "INSERT INTO role_permissions (role, permission) VALUES ($1, $2)", r.as_str(), p.as_str())?;
+            q_exec!(
+                &mut conn,
+                "INSERT INTO role_permissions (role, permission) VALUES ($1, $2)",
+                r.as_str(),
+                p.as_str()
+            )?;
         }
     }
     drop(conn);
@@ -53,7 +66,10 @@ pub async fn sync_policy(db: &Db) -> DomainResult<()> {
 pub async fn seed_demo(db: &Db) -> DomainResult<bool> {
     sync_policy(db).await?;
     let ctx = Ctx::system();
-    if users::find_by_email(&mut db.acquire().await?.conn(), DEMO_USERS[0].0).await?.is_some() {
+    if users::find_by_email(&mut db.acquire().await?.conn(), DEMO_USERS[0].0)
+        .await?
+        .is_some()
+    {
         return Ok(false);
     }
     // One hash for the shared demo password: argon2id is deliberately slow.
@@ -61,17 +77,34 @@ pub async fn seed_demo(db: &Db) -> DomainResult<bool> {
     let mut tx = db.begin().await?;
     let mut ids = Vec::new();
     for (email, name, role) in DEMO_USERS {
-        ids.push(users::insert_hashed(&mut tx.conn(), &ctx, email, name, *role, &hash).await?.id);
+        ids.push(
+            users::insert_hashed(&mut tx.conn(), &ctx, email, name, *role, &hash)
+                .await?
+                .id,
+        );
     }
     tx.commit().await?;
     let lukas = ids[2];
     let sasha = ids[3];
 
-    let gbp = |amount| Money { amount, currency: "GBP".into() };
-    let rates = |hour: i64| vec![
-        Rate { duration_minutes: 60, amount: hour, currency: "GBP".into() },
-        Rate { duration_minutes: 120, amount: hour * 2 - hour / 5, currency: "GBP".into() },
-    ];
+    let gbp = |amount| Money {
+        amount,
+        currency: "GBP".into(),
+    };
+    let rates = |hour: i64| {
+        vec![
+            Rate {
+                duration_minutes: 60,
+                amount: hour,
+                currency: "GBP".into(),
+            },
+            Rate {
+                duration_minutes: 120,
+                amount: hour * 2 - hour / 5,
+                currency: "GBP".into(),
+            },
+        ]
+    };
     let mut model_ids = Vec::new();
     for (name, loc, langs, hour, slug) in [
         ("Mila", "London W1", vec!["en", "ru"], 25_000, "mila"),
@@ -79,109 +112,174 @@ pub async fn seed_demo(db: &Db) -> DomainResult<bool> {
         ("Anna", "Manchester", vec!["en", "de"], 20_000, "anna"),
         ("Elena", "London E1", vec!["en", "es"], 27_500, "elena"),
     ] {
-        let m = models::create(db, &ctx, NewModel {
-            name: name.into(),
-            base_location: Some(loc.into()),
-            languages: langs.into_iter().map(String::from).collect(),
-            rates: rates(hour),
-            attributes: Some(json!({"height_cm": 172})),
-            profile_text: Some(format!("{name} is based in {loc}.")),
-            seo_slug: Some(slug.into()),
-        })
+        let m = models::create(
+            db,
+            &ctx,
+            NewModel {
+                name: name.into(),
+                base_location: Some(loc.into()),
+                languages: langs.into_iter().map(String::from).collect(),
+                rates: rates(hour),
+                attributes: Some(json!({"height_cm": 172})),
+                profile_text: Some(format!("{name} is based in {loc}.")),
+                seo_slug: Some(slug.into()),
+            },
+        )
         .await?;
         model_ids.push(m.id);
     }
 
     let mut client_ids = Vec::new();
     for (name, phone, email, tg, ch) in [
-        ("James Whitfield", "+447700900123", "james@example.com", Some("@jwhitfield"), "telegram"),
-        ("Oliver Grant", "+447700900456", "oliver@example.com", None, "sms"),
-        ("Henry Clarke", "+447700900789", "henry@example.com", Some("@hclarke"), "email"),
-        ("William Hart", "+447700900321", "will@example.com", None, "sms"),
+        (
+            "James Whitfield",
+            "+447700900123",
+            "james@example.com",
+            Some("@jwhitfield"),
+            "telegram",
+        ),
+        (
+            "Oliver Grant",
+            "+447700900456",
+            "oliver@example.com",
+            None,
+            "sms",
+        ),
+        (
+            "Henry Clarke",
+            "+447700900789",
+            "henry@example.com",
+            Some("@hclarke"),
+            "email",
+        ),
+        (
+            "William Hart",
+            "+447700900321",
+            "will@example.com",
+            None,
+            "sms",
+        ),
     ] {
-        let c = clients::create(db, &ctx, NewClient {
-            name: name.into(),
-            phone: Some(phone.into()),
-            email: Some(email.into()),
-            telegram: tg.map(String::from),
-            preferred_channel: Some(ch.into()),
-            notes: None,
-            tags: vec!["demo".into()],
-        })
+        let c = clients::create(
+            db,
+            &ctx,
+            NewClient {
+                name: name.into(),
+                phone: Some(phone.into()),
+                email: Some(email.into()),
+                telegram: tg.map(String::from),
+                preferred_channel: Some(ch.into()),
+                notes: None,
+                tags: vec!["demo".into()],
+            },
+        )
         .await?;
         client_ids.push(c.id);
     }
 
     let start = now() + Duration::days(3);
     for (i, source) in ["web", "phone", "telegram"].into_iter().enumerate() {
-        inquiries::create(db, &ctx, NewInquiry {
-            source: source.into(),
-            client_id: Some(client_ids[i]),
-            requested_start: Some(start + Duration::hours(i as i64 * 4)),
-            duration_minutes: Some(120),
-            location: Some("London W1".into()),
-            model_id: Some(model_ids[i]),
-            budget: Some(gbp(50_000)),
-            assignee_id: if i == 0 { Some(lukas) } else { None },
-            ..Default::default()
-        })
+        inquiries::create(
+            db,
+            &ctx,
+            NewInquiry {
+                source: source.into(),
+                client_id: Some(client_ids[i]),
+                requested_start: Some(start + Duration::hours(i as i64 * 4)),
+                duration_minutes: Some(120),
+                location: Some("London W1".into()),
+                model_id: Some(model_ids[i]),
+                budget: Some(gbp(50_000)),
+                assignee_id: if i == 0 { Some(lukas) } else { None },
+                ..Default::default()
+            },
+        )
         .await?;
     }
 
-    let b = bookings::create(db, &ctx, NewBooking {
-        client_id: client_ids[0],
-        model_id: model_ids[0],
-        start_at: start + Duration::days(1),
-        duration_minutes: 120,
-        location: Some("The Langham, London W1".into()),
-        price: gbp(45_000),
-        deposit: Some(gbp(10_000)),
-        status: None,
-        assignee_id: Some(lukas),
-    })
+    let b = bookings::create(
+        db,
+        &ctx,
+        NewBooking {
+            client_id: client_ids[0],
+            model_id: model_ids[0],
+            start_at: start + Duration::days(1),
+            duration_minutes: 120,
+            location: Some("The Langham, London W1".into()),
+            price: gbp(45_000),
+            deposit: Some(gbp(10_000)),
+            status: None,
+            assignee_id: Some(lukas),
+        },
+    )
     .await?;
-    bookings::transition(db, &ctx, b.id, BookingTransition { status: "pending".into(), ..Default::default() }).await?;
-    bookings::create(db, &ctx, NewBooking {
-        client_id: client_ids[3],
-        model_id: model_ids[1],
-        start_at: start + Duration::days(2),
-        duration_minutes: 60,
-        location: Some("Claridge's, London W1".into()),
-        price: gbp(30_000),
-        deposit: Some(gbp(5_000)),
-        status: None,
-        assignee_id: Some(sasha),
-    })
+    bookings::transition(
+        db,
+        &ctx,
+        b.id,
+        BookingTransition {
+            status: "pending".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    bookings::create(
+        db,
+        &ctx,
+        NewBooking {
+            client_id: client_ids[3],
+            model_id: model_ids[1],
+            start_at: start + Duration::days(2),
+            duration_minutes: 60,
+            location: Some("Claridge's, London W1".into()),
+            price: gbp(30_000),
+            deposit: Some(gbp(5_000)),
+            status: None,
+            assignee_id: Some(sasha),
+        },
+    )
     .await?;
 
-    tasks::create(db, &ctx, NewTask {
-        kind: "confirm_booking".into(),
-        title: Some("Confirm the Langham booking with the client".into()),
-        priority: Some("high".into()),
-        subject_type: Some("booking".into()),
-        subject_id: Some(b.id),
-        assignee_id: Some(lukas),
-        due_at: Some(now() + Duration::minutes(30)),
-    })
+    tasks::create(
+        db,
+        &ctx,
+        NewTask {
+            kind: "confirm_booking".into(),
+            title: Some("Confirm the Langham booking with the client".into()),
+            priority: Some("high".into()),
+            subject_type: Some("booking".into()),
+            subject_id: Some(b.id),
+            assignee_id: Some(lukas),
+            due_at: Some(now() + Duration::minutes(30)),
+        },
+    )
     .await?;
-    tasks::create(db, &ctx, NewTask {
-        kind: "follow_up".into(),
-        title: Some("Call back about the weekend request".into()),
-        priority: Some("normal".into()),
-        subject_type: Some("client".into()),
-        subject_id: Some(client_ids[1]),
-        assignee_id: None,
-        due_at: Some(now() + Duration::minutes(15)),
-    })
+    tasks::create(
+        db,
+        &ctx,
+        NewTask {
+            kind: "follow_up".into(),
+            title: Some("Call back about the weekend request".into()),
+            priority: Some("normal".into()),
+            subject_type: Some("client".into()),
+            subject_id: Some(client_ids[1]),
+            assignee_id: None,
+            due_at: Some(now() + Duration::minutes(15)),
+        },
+    )
     .await?;
-    exceptions::create(db, &ctx, NewException {
-        kind: "no_show_risk".into(),
-        title: Some("Client has not confirmed on the day".into()),
-        severity: "medium".into(),
-        subject_type: Some("booking".into()),
-        subject_id: Some(b.id),
-        assignee_id: None,
-    })
+    exceptions::create(
+        db,
+        &ctx,
+        NewException {
+            kind: "no_show_risk".into(),
+            title: Some("Client has not confirmed on the day".into()),
+            severity: "medium".into(),
+            subject_type: Some("booking".into()),
+            subject_id: Some(b.id),
+            assignee_id: None,
+        },
+    )
     .await?;
     Ok(true)
 }

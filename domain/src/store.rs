@@ -138,7 +138,11 @@ impl Tx {
 
     /// Takes the row lock that serialises writers of one parent row (a model's bookings).
     /// PostgreSQL locks the row until commit; SQLite already holds the database write lock.
-    pub async fn lock_row(&mut self, table: LockTable, id: uuid::Uuid) -> Result<bool, DomainError> {
+    pub async fn lock_row(
+        &mut self,
+        table: LockTable,
+        id: uuid::Uuid,
+    ) -> Result<bool, DomainError> {
         let n = match (self, table) {
             (Tx::Pg(t), LockTable::Models) => {
                 sqlx::query("SELECT id FROM models WHERE id = $1 FOR UPDATE")

@@ -240,6 +240,20 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (actor, key)
 );
 
+-- Leader leases (the scheduler) and the ticks already fired, so no tick fires twice.
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE schedule_runs (
+    schedule TEXT NOT NULL,
+    tick_at TIMESTAMPTZ NOT NULL,
+    run_by TEXT NOT NULL,
+    PRIMARY KEY (schedule, tick_at)
+);
+
 -- Append-only: no role of the application may rewrite history.
 CREATE FUNCTION virel_append_only() RETURNS trigger AS $$
 BEGIN

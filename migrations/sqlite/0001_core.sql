@@ -241,6 +241,20 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (actor, key)
 );
 
+-- Leader leases (the scheduler) and the ticks already fired, so no tick fires twice.
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+
+CREATE TABLE schedule_runs (
+    schedule TEXT NOT NULL,
+    tick_at TEXT NOT NULL,
+    run_by TEXT NOT NULL,
+    PRIMARY KEY (schedule, tick_at)
+);
+
 -- Append-only: no role of the application may rewrite history.
 CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;

@@ -1,1 +1,109 @@
+//! The scheduler: turns time into work. Each schedule is a cron expression (the `cron`
+//! crate's six-field form) and a function that only enqueues or runs one domain command.
+//! One process at a time leads (a lease in the database); every tick is also claimed in the
+//! database, so even two leaders for a moment cannot fire one tick twice.
 
+use std::str::FromStr;
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use cron::Schedule;
+use tokio::sync::watch;
+use virel_domain::commands::maintenance;
+use virel_domain::{Ctx, Db, DomainResult};
+
+pub const LEASE: &str = "scheduler";
+const LEASE_TTL_SECS: i64 = 15;
+
+/// A named cron schedule and the work of one tick.
+pub struct Job {
+    pub name: &'static str,
+    pub cron: &'static str,
+}
+
+pub const JOBS: &[Job] = &[Job {
+    name: "retention",
+    cron: "0 */10 * * * *",
+}];
+
+async fn run_job(db: &Db, name: &str) -> DomainResult<()> {
+    match name {
+        "retention" => {
+            let p = maintenance::purge_expired(db, &Ctx::system()).await?;
+            tracing::info!(?p, "retention run");
+        }
+        other => tracing::warn!(job = other, "unknown schedule"),
+    }
+    Ok(())
+}
+
+/// Runs until `stop` turns true. Standby while another process holds the lease.
+pub async fn run(db: Db, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let holder = format!("{}:{}", hostname(), uuid::Uuid::now_v7());
+    let schedules: Vec<(&Job, Schedule)> = JOBS
+        .iter()
+        .map(|j| {
+            Schedule::from_str(j.cron)
+                .map(|s| (j, s))
+                .map_err(|e| anyhow::anyhow!("bad cron {}: {e}", j.cron))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut next: Vec<Option<DateTime<Utc>>> = schedules
+        .iter()
+        .map(|(_, s)| s.upcoming(Utc).next())
+        .collect();
+    let mut leading = false;
+    tracing::info!(holder = %holder, "scheduler started");
+    loop {
+        match maintenance::acquire_lease(&db, LEASE, &holder, Duration::seconds(LEASE_TTL_SECS))
+            .await
+        {
+            Ok(now_leading) => {
+                if now_leading != leading {
+                    tracing::info!(leading = now_leading, "scheduler lease");
+                }
+                leading = now_leading;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler cannot reach the database; standing by");
+                leading = false;
+            }
+        }
+        let now = Utc::now();
+        for (i, (job, schedule)) in schedules.iter().enumerate() {
+            let Some(due) = next[i] else { continue };
+            if due > now {
+                continue;
+            }
+            next[i] = schedule.after(&now).next();
+            if !leading {
+                continue;
+            }
+            match maintenance::claim_tick(&db, job.name, due, &holder).await {
+                Ok(true) => {
+                    if let Err(e) = run_job(&db, job.name).await {
+                        tracing::error!(job = job.name, error = %e, "scheduled job failed");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(job = job.name, error = %e, "cannot claim tick"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(StdDuration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    if leading {
+        let _ = maintenance::release_lease(&db, LEASE, &holder).await;
+    }
+    tracing::info!("scheduler stopped");
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "virel".into())
+}

@@ -68,24 +68,44 @@ impl Api {
             tags: b.tags.unwrap_or_default(),
         };
         let row = clients::create(&self.state.db, &auth.0, c).await?;
-        Ok(Created::Client(Json(ClientOut::new(row, View::of(&auth.0)))))
+        Ok(Created::Client(Json(ClientOut::new(
+            row,
+            View::of(&auth.0),
+        ))))
     }
 
     /// List clients, newest first; `q` searches names.
     #[oai(path = "/clients", method = "get")]
-    async fn list(&self, auth: Auth, q: Query<Option<String>>, limit: Query<Option<i64>>, cursor: Query<Option<String>>) -> ApiResult<Json<ClientPage>> {
+    async fn list(
+        &self,
+        auth: Auth,
+        q: Query<Option<String>>,
+        limit: Query<Option<i64>>,
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<ClientPage>> {
         let p = clients::list(&self.state.db, &auth.0, q.0, page(limit.0, cursor.0)?).await?;
         let v = View::of(&auth.0);
-        Ok(Json(ClientPage { items: p.items.into_iter().map(|c| ClientOut::new(c, v)).collect(), next_cursor: encode_cursor(p.next_cursor) }))
+        Ok(Json(ClientPage {
+            items: p.items.into_iter().map(|c| ClientOut::new(c, v)).collect(),
+            next_cursor: encode_cursor(p.next_cursor),
+        }))
     }
 
     #[oai(path = "/clients/:id", method = "get")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<ClientOut>> {
-        Ok(Json(ClientOut::new(clients::get(&self.state.db, &auth.0, id.0).await?, View::of(&auth.0))))
+        Ok(Json(ClientOut::new(
+            clients::get(&self.state.db, &auth.0, id.0).await?,
+            View::of(&auth.0),
+        )))
     }
 
     #[oai(path = "/clients/:id", method = "patch")]
-    async fn patch(&self, auth: Auth, id: Path<Uuid>, body: Json<PatchClient>) -> ApiResult<Json<ClientOut>> {
+    async fn patch(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+        body: Json<PatchClient>,
+    ) -> ApiResult<Json<ClientOut>> {
         let b = body.0;
         let p = ClientPatch {
             name: b.name,
@@ -97,12 +117,23 @@ impl Api {
             tags: b.tags,
             version: b.version,
         };
-        Ok(Json(ClientOut::new(clients::update(&self.state.db, &auth.0, id.0, p).await?, View::of(&auth.0))))
+        Ok(Json(ClientOut::new(
+            clients::update(&self.state.db, &auth.0, id.0, p).await?,
+            View::of(&auth.0),
+        )))
     }
 
     /// Block a client: their new inquiries are closed at once and raise an exception.
     #[oai(path = "/clients/:id/block", method = "post")]
-    async fn block(&self, auth: Auth, id: Path<Uuid>, body: Json<BlockIn>) -> ApiResult<Json<ClientOut>> {
-        Ok(Json(ClientOut::new(clients::block(&self.state.db, &auth.0, id.0, Some(body.0.reason)).await?, View::of(&auth.0))))
+    async fn block(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+        body: Json<BlockIn>,
+    ) -> ApiResult<Json<ClientOut>> {
+        Ok(Json(ClientOut::new(
+            clients::block(&self.state.db, &auth.0, id.0, Some(body.0.reason)).await?,
+            View::of(&auth.0),
+        )))
     }
 }

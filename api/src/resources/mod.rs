@@ -23,15 +23,39 @@ use crate::error::{ApiError, ApiResult};
 
 pub fn apis(state: Arc<AppState>) -> impl poem_openapi::OpenApi {
     (
-        AuthApi { state: state.clone() },
-        inquiries::Api { state: state.clone() },
-        bookings::Api { state: state.clone() },
-        tasks::Api { state: state.clone() },
-        exceptions::Api { state: state.clone() },
-        notes::Api { state: state.clone() },
-        clients::Api { state: state.clone() },
-        models::Api { state: state.clone() },
-        (users::Api { state: state.clone() }, audit::Api { state: state.clone() }, health::Api { state }),
+        AuthApi {
+            state: state.clone(),
+        },
+        inquiries::Api {
+            state: state.clone(),
+        },
+        bookings::Api {
+            state: state.clone(),
+        },
+        tasks::Api {
+            state: state.clone(),
+        },
+        exceptions::Api {
+            state: state.clone(),
+        },
+        notes::Api {
+            state: state.clone(),
+        },
+        clients::Api {
+            state: state.clone(),
+        },
+        models::Api {
+            state: state.clone(),
+        },
+        (
+            users::Api {
+                state: state.clone(),
+            },
+            audit::Api {
+                state: state.clone(),
+            },
+            health::Api { state },
+        ),
     )
 }
 
@@ -47,13 +71,17 @@ pub fn page(limit: Option<i64>, cursor: Option<String>) -> ApiResult<PageReq> {
             let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(c.as_bytes())
                 .map_err(|_| ApiError::bad_request("cursor is not one this API gave out"))?;
-            Some(Uuid::from_slice(&bytes).map_err(|_| ApiError::bad_request("cursor is not one this API gave out"))?)
+            Some(
+                Uuid::from_slice(&bytes)
+                    .map_err(|_| ApiError::bad_request("cursor is not one this API gave out"))?,
+            )
         }
     };
     match limit {
-        Some(l) if !(1..=PageReq::MAX).contains(&l) => {
-            Err(ApiError::bad_request(format!("limit must be between 1 and {}", PageReq::MAX)))
-        }
+        Some(l) if !(1..=PageReq::MAX).contains(&l) => Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {}",
+            PageReq::MAX
+        ))),
         _ => Ok(PageReq::new(limit, cursor)?),
     }
 }

@@ -52,7 +52,15 @@ pub struct PatchModel {
 }
 
 fn rates(r: Option<Vec<RateIn>>) -> Option<Vec<Rate>> {
-    r.map(|v| v.into_iter().map(|r| Rate { duration_minutes: r.duration_minutes, amount: r.amount, currency: r.currency }).collect())
+    r.map(|v| {
+        v.into_iter()
+            .map(|r| Rate {
+                duration_minutes: r.duration_minutes,
+                amount: r.amount,
+                currency: r.currency,
+            })
+            .collect()
+    })
 }
 
 #[derive(ApiResponse)]
@@ -75,22 +83,40 @@ impl Api {
             profile_text: b.profile_text,
             seo_slug: b.seo_slug,
         };
-        Ok(Created::Model(Json(models::create(&self.state.db, &auth.0, m).await?.into())))
+        Ok(Created::Model(Json(
+            models::create(&self.state.db, &auth.0, m).await?.into(),
+        )))
     }
 
     #[oai(path = "/models", method = "get")]
-    async fn list(&self, auth: Auth, status: Query<Option<String>>, limit: Query<Option<i64>>, cursor: Query<Option<String>>) -> ApiResult<Json<ModelPage>> {
+    async fn list(
+        &self,
+        auth: Auth,
+        status: Query<Option<String>>,
+        limit: Query<Option<i64>>,
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<ModelPage>> {
         let p = models::list(&self.state.db, &auth.0, status.0, page(limit.0, cursor.0)?).await?;
-        Ok(Json(ModelPage { items: p.items.into_iter().map(Into::into).collect(), next_cursor: encode_cursor(p.next_cursor) }))
+        Ok(Json(ModelPage {
+            items: p.items.into_iter().map(Into::into).collect(),
+            next_cursor: encode_cursor(p.next_cursor),
+        }))
     }
 
     #[oai(path = "/models/:id", method = "get")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<ModelOut>> {
-        Ok(Json(models::get(&self.state.db, &auth.0, id.0).await?.into()))
+        Ok(Json(
+            models::get(&self.state.db, &auth.0, id.0).await?.into(),
+        ))
     }
 
     #[oai(path = "/models/:id", method = "patch")]
-    async fn patch(&self, auth: Auth, id: Path<Uuid>, body: Json<PatchModel>) -> ApiResult<Json<ModelOut>> {
+    async fn patch(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+        body: Json<PatchModel>,
+    ) -> ApiResult<Json<ModelOut>> {
         let b = body.0;
         let p = ModelPatch {
             name: b.name,
@@ -103,6 +129,10 @@ impl Api {
             seo_slug: b.seo_slug,
             version: b.version,
         };
-        Ok(Json(models::update(&self.state.db, &auth.0, id.0, p).await?.into()))
+        Ok(Json(
+            models::update(&self.state.db, &auth.0, id.0, p)
+                .await?
+                .into(),
+        ))
     }
 }

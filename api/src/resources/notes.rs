@@ -35,7 +35,16 @@ impl Api {
     #[oai(path = "/notes", method = "post")]
     async fn create(&self, auth: Auth, body: Json<CreateNote>) -> ApiResult<Created> {
         let b = body.0;
-        let n = notes::create(&self.state.db, &auth.0, NewNote { subject_type: b.subject_type, subject_id: b.subject_id, text: b.text }).await?;
+        let n = notes::create(
+            &self.state.db,
+            &auth.0,
+            NewNote {
+                subject_type: b.subject_type,
+                subject_id: b.subject_id,
+                text: b.text,
+            },
+        )
+        .await?;
         Ok(Created::Note(Json(n.into())))
     }
 }

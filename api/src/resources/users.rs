@@ -49,22 +49,57 @@ pub enum Created {
 #[OpenApi(tag = "ApiTags::Users")]
 impl Api {
     #[oai(path = "/users", method = "get")]
-    async fn list(&self, auth: Auth, role: Query<Option<String>>, limit: Query<Option<i64>>, cursor: Query<Option<String>>) -> ApiResult<Json<UserPage>> {
+    async fn list(
+        &self,
+        auth: Auth,
+        role: Query<Option<String>>,
+        limit: Query<Option<i64>>,
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<UserPage>> {
         let p = users::list(&self.state.db, &auth.0, role.0, page(limit.0, cursor.0)?).await?;
-        Ok(Json(UserPage { items: p.items.into_iter().map(Into::into).collect(), next_cursor: encode_cursor(p.next_cursor) }))
+        Ok(Json(UserPage {
+            items: p.items.into_iter().map(Into::into).collect(),
+            next_cursor: encode_cursor(p.next_cursor),
+        }))
     }
 
     #[oai(path = "/users", method = "post")]
     async fn create(&self, auth: Auth, body: Json<CreateUser>) -> ApiResult<Created> {
         let b = body.0;
-        let u = users::create(&self.state.db, &auth.0, NewUser { email: b.email, name: b.name, role: b.role, password: b.password }).await?;
+        let u = users::create(
+            &self.state.db,
+            &auth.0,
+            NewUser {
+                email: b.email,
+                name: b.name,
+                role: b.role,
+                password: b.password,
+            },
+        )
+        .await?;
         Ok(Created::User(Json(u.into())))
     }
 
     #[oai(path = "/users/:id", method = "patch")]
-    async fn patch(&self, auth: Auth, id: Path<Uuid>, body: Json<PatchUser>) -> ApiResult<Json<UserOut>> {
+    async fn patch(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+        body: Json<PatchUser>,
+    ) -> ApiResult<Json<UserOut>> {
         let b = body.0;
-        let p = UserPatch { name: b.name, role: b.role, active: b.active, on_duty: b.on_duty, password: b.password, version: b.version };
-        Ok(Json(users::update(&self.state.db, &auth.0, id.0, p).await?.into()))
+        let p = UserPatch {
+            name: b.name,
+            role: b.role,
+            active: b.active,
+            on_duty: b.on_duty,
+            password: b.password,
+            version: b.version,
+        };
+        Ok(Json(
+            users::update(&self.state.db, &auth.0, id.0, p)
+                .await?
+                .into(),
+        ))
     }
 }

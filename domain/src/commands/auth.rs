@@ -73,7 +73,11 @@ async fn recent_failures(db: &Db, email: &str, ip: Option<&str>) -> DomainResult
     Ok(row.map(|r| r.n).unwrap_or(0))
 }
 
-async fn issue(conn: &mut crate::store::Conn<'_>, user_id: Uuid, family: Uuid) -> DomainResult<String> {
+async fn issue(
+    conn: &mut crate::store::Conn<'_>,
+    user_id: Uuid,
+    family: Uuid,
+) -> DomainResult<String> {
     let token = new_token();
     let at = now();
     q_exec!(
@@ -95,7 +99,9 @@ pub async fn login(db: &Db, ctx: &Ctx, email: &str, password: &str) -> DomainRes
     let email = email.trim().to_lowercase();
     let failures = recent_failures(db, &email, ctx.ip.as_deref()).await?;
     if failures >= MAX_FAILURES {
-        return Err(DomainError::TooManyRequests { retry_after_secs: (FAILURE_WINDOW_MINUTES * 60) as u64 });
+        return Err(DomainError::TooManyRequests {
+            retry_after_secs: (FAILURE_WINDOW_MINUTES * 60) as u64,
+        });
     }
     // Slow down a guesser before the hard limit: each recent failure costs 100 ms more.
     if failures > 0 {
@@ -112,17 +118,44 @@ pub async fn login(db: &Db, ctx: &Ctx, email: &str, password: &str) -> DomainRes
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
     let Some(user) = user.filter(|_| ok) else {
-        write_audit(&mut conn, ctx, "auth.login_failed", "user", Some(email.clone()), None, None).await?;
+        write_audit(
+            &mut conn,
+            ctx,
+            "auth.login_failed",
+            "user",
+            Some(email.clone()),
+            None,
+            None,
+        )
+        .await?;
         drop(conn);
         tx.commit().await?;
         return Err(DomainError::Unauthorized("wrong email or password".into()));
     };
     let token = issue(&mut conn, user.id, new_id()).await?;
-    let actor_ctx = Ctx { actor: Actor::User { id: user.id, role: Role::parse(&user.role).unwrap_or(Role::Operator) }, ..ctx.clone() };
-    write_audit(&mut conn, &actor_ctx, "auth.login", "user", Some(user.id.to_string()), None, None).await?;
+    let actor_ctx = Ctx {
+        actor: Actor::User {
+            id: user.id,
+            role: Role::parse(&user.role).unwrap_or(Role::Operator),
+        },
+        ..ctx.clone()
+    };
+    write_audit(
+        &mut conn,
+        &actor_ctx,
+        "auth.login",
+        "user",
+        Some(user.id.to_string()),
+        None,
+        None,
+    )
+    .await?;
     drop(conn);
     tx.commit().await?;
-    Ok(Session { user, refresh_token: token })
+    Ok(Session {
+        user,
+        refresh_token: token,
+    })
 }
 
 /// Rotates a refresh token. A token that was already rotated (or revoked) is a sign of theft:
@@ -141,30 +174,64 @@ pub async fn refresh(db: &Db, ctx: &Ctx, token: &str) -> DomainResult<Session> {
     };
     let at = now();
     if row.used_at.is_some() || row.revoked_at.is_some() {
-        q_exec!(&mut conn, "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL", at, row.family_id)?;
-        write_audit(&mut conn, ctx, "auth.refresh_reuse_detected", "user", Some(row.user_id.to_string()), None,
-            Some(json!({"family_id": row.family_id}))).await?;
+        q_exec!(
+            &mut conn,
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+            at,
+            row.family_id
+        )?;
+        write_audit(
+            &mut conn,
+            ctx,
+            "auth.refresh_reuse_detected",
+            "user",
+            Some(row.user_id.to_string()),
+            None,
+            Some(json!({"family_id": row.family_id})),
+        )
+        .await?;
         drop(conn);
         tx.commit().await?;
-        return Err(DomainError::Unauthorized("refresh token reuse detected; all sessions of this login were revoked".into()));
+        return Err(DomainError::Unauthorized(
+            "refresh token reuse detected; all sessions of this login were revoked".into(),
+        ));
     }
     if row.expires_at <= at {
         return Err(DomainError::Unauthorized("refresh token expired".into()));
     }
     // Guarded by `used_at IS NULL`: of two concurrent refreshes with one token, one wins.
-    let n = q_exec!(&mut conn, "UPDATE refresh_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL", at, row.id)?;
+    let n = q_exec!(
+        &mut conn,
+        "UPDATE refresh_tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL",
+        at,
+        row.id
+    )?;
     if n == 0 {
-        return Err(DomainError::Unauthorized("refresh token already used".into()));
+        return Err(DomainError::Unauthorized(
+            "refresh token already used".into(),
+        ));
     }
     let user = load(&mut conn, row.user_id).await?;
     if !user.active {
         return Err(DomainError::Unauthorized("account disabled".into()));
     }
     let token = issue(&mut conn, user.id, row.family_id).await?;
-    write_audit(&mut conn, ctx, "auth.refresh", "user", Some(user.id.to_string()), None, None).await?;
+    write_audit(
+        &mut conn,
+        ctx,
+        "auth.refresh",
+        "user",
+        Some(user.id.to_string()),
+        None,
+        None,
+    )
+    .await?;
     drop(conn);
     tx.commit().await?;
-    Ok(Session { user, refresh_token: token })
+    Ok(Session {
+        user,
+        refresh_token: token,
+    })
 }
 
 /// Ends the session the refresh token belongs to (its whole family).
@@ -180,16 +247,44 @@ pub async fn logout(db: &Db, ctx: &Ctx, token: Option<&str>) -> DomainResult<()>
         )?;
         if let Some(row) = row {
             if Some(row.user_id) != ctx.actor.user_id() {
-                return Err(DomainError::Unauthorized("that refresh token belongs to another user".into()));
+                return Err(DomainError::Unauthorized(
+                    "that refresh token belongs to another user".into(),
+                ));
             }
             let _ = row.id;
-            q_exec!(&mut conn, "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL", now(), row.family_id)?;
+            q_exec!(
+                &mut conn,
+                "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+                now(),
+                row.family_id
+            )?;
         }
     } else if let Some(uid) = ctx.actor.user_id() {
-        q_exec!(&mut conn, "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL", now(), uid)?;
+        q_exec!(
+            &mut conn,
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+            now(),
+            uid
+        )?;
     }
-    write_audit(&mut conn, ctx, "auth.logout", "user", ctx.actor.user_id().map(|u| u.to_string()), None, None).await?;
+    write_audit(
+        &mut conn,
+        ctx,
+        "auth.logout",
+        "user",
+        ctx.actor.user_id().map(|u| u.to_string()),
+        None,
+        None,
+    )
+    .await?;
     drop(conn);
     tx.commit().await?;
     Ok(())
+}
+
+/// A fresh random secret (64 hex characters), for the embedded mode's JWT key.
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
 }

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::inquiries::validate_duration;
 use super::tasks::{self, NewTask};
-use super::{Money, PageReq, authorize, check_version, emit, one_of, require_text, snapshot, write_audit};
+use super::{
+    Money, PageReq, authorize, check_version, emit, one_of, require_text, snapshot, write_audit,
+};
 use crate::error::{DomainError, DomainResult};
 use crate::machine::{BOOKING, BOOKING_HOLDS_TIME};
 use crate::policy::Permission;
@@ -66,7 +68,13 @@ pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Booking> {
 /// Refuses a booking that would overlap another booking holding the same model's time.
 /// Must run after `lock_row(Models, model_id)` in the same transaction: the lock serialises
 /// concurrent writers for one model, so two requests cannot both pass the check.
-async fn check_overlap(tx: &mut Tx, model_id: Uuid, exclude: Uuid, start: DateTime<Utc>, end: DateTime<Utc>) -> DomainResult<()> {
+async fn check_overlap(
+    tx: &mut Tx,
+    model_id: Uuid,
+    exclude: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> DomainResult<()> {
     if !tx.lock_row(LockTable::Models, model_id).await? {
         return Err(DomainError::invalid("model_id names no model"));
     }
@@ -83,7 +91,9 @@ async fn check_overlap(tx: &mut Tx, model_id: Uuid, exclude: Uuid, start: DateTi
         start
     )?;
     match clash {
-        Some(c) => Err(DomainError::BookingOverlap { conflicting_booking_id: c.id }),
+        Some(c) => Err(DomainError::BookingOverlap {
+            conflicting_booking_id: c.id,
+        }),
         None => Ok(()),
     }
 }
@@ -109,22 +119,32 @@ pub(crate) async fn insert(tx: &mut Tx, ctx: &Ctx, b: NewBookingRow) -> DomainRe
     b.price.validate("price")?;
     b.deposit.validate("deposit")?;
     if b.deposit.amount > b.price.amount {
-        return Err(DomainError::invalid("deposit.amount must not exceed price.amount"));
+        return Err(DomainError::invalid(
+            "deposit.amount must not exceed price.amount",
+        ));
     }
     let client = super::clients::load(&mut tx.conn(), b.client_id)
         .await
         .map_err(|_| DomainError::invalid("client_id names no client"))?;
     if client.blocked {
-        return Err(DomainError::GuardFailed { guard: "client_not_blocked", message: "the client is blocked".into() });
+        return Err(DomainError::GuardFailed {
+            guard: "client_not_blocked",
+            message: "the client is blocked".into(),
+        });
     }
     let model = super::models::load(&mut tx.conn(), b.model_id)
         .await
         .map_err(|_| DomainError::invalid("model_id names no model"))?;
     if model.status != "active" {
-        return Err(DomainError::GuardFailed { guard: "model_active", message: "the model is not active".into() });
+        return Err(DomainError::GuardFailed {
+            guard: "model_active",
+            message: "the model is not active".into(),
+        });
     }
     if let Some(a) = b.assignee_id {
-        super::users::load(&mut tx.conn(), a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(&mut tx.conn(), a)
+            .await
+            .map_err(|_| DomainError::invalid("assignee_id names no user"))?;
     }
     let id = new_id();
     let end_at = b.start_at + Duration::minutes(b.duration_minutes);
@@ -154,8 +174,25 @@ pub(crate) async fn insert(tx: &mut Tx, ctx: &Ctx, b: NewBookingRow) -> DomainRe
         at
     )?;
     let row = load(&mut conn, id).await?;
-    emit(&mut conn, ctx, "booking.created", "booking", id, event_payload(&row)).await?;
-    write_audit(&mut conn, ctx, "booking.created", "booking", Some(id.to_string()), None, Some(snapshot(&row))).await?;
+    emit(
+        &mut conn,
+        ctx,
+        "booking.created",
+        "booking",
+        id,
+        event_payload(&row),
+    )
+    .await?;
+    write_audit(
+        &mut conn,
+        ctx,
+        "booking.created",
+        "booking",
+        Some(id.to_string()),
+        None,
+        Some(snapshot(&row)),
+    )
+    .await?;
     Ok(row)
 }
 
@@ -164,22 +201,33 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewBooking) -> DomainResult<Booki
     let status = match input.status.as_deref() {
         None | Some("draft") => "draft",
         Some("pending") => "pending",
-        Some(_) => return Err(DomainError::invalid("status of a new booking must be draft or pending")),
+        Some(_) => {
+            return Err(DomainError::invalid(
+                "status of a new booking must be draft or pending",
+            ));
+        }
     };
-    let deposit = input.deposit.clone().unwrap_or(Money { amount: 0, currency: input.price.currency.clone() });
+    let deposit = input.deposit.clone().unwrap_or(Money {
+        amount: 0,
+        currency: input.price.currency.clone(),
+    });
     let mut tx = db.begin().await?;
-    let row = insert(&mut tx, ctx, NewBookingRow {
-        client_id: input.client_id,
-        model_id: input.model_id,
-        inquiry_id: None,
-        start_at: input.start_at,
-        duration_minutes: input.duration_minutes,
-        location: input.location,
-        price: input.price,
-        deposit,
-        status,
-        assignee_id: input.assignee_id,
-    })
+    let row = insert(
+        &mut tx,
+        ctx,
+        NewBookingRow {
+            client_id: input.client_id,
+            model_id: input.model_id,
+            inquiry_id: None,
+            start_at: input.start_at,
+            duration_minutes: input.duration_minutes,
+            location: input.location,
+            price: input.price,
+            deposit,
+            status,
+            assignee_id: input.assignee_id,
+        },
+    )
     .await?;
     tx.commit().await?;
     Ok(row)
@@ -217,14 +265,27 @@ pub async fn list(
 }
 
 async fn deposit_payments(conn: &mut Conn<'_>, booking_id: Uuid) -> DomainResult<Vec<Payment>> {
-    q_all!(conn, Payment, "SELECT * FROM payments WHERE booking_id = $1 AND kind = 'deposit' ORDER BY id", booking_id)
+    q_all!(
+        conn,
+        Payment,
+        "SELECT * FROM payments WHERE booking_id = $1 AND kind = 'deposit' ORDER BY id",
+        booking_id
+    )
 }
 
 /// Moves a booking through its state machine, applying each transition's guard.
-pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: BookingTransition) -> DomainResult<Booking> {
+pub async fn transition(
+    db: &Db,
+    ctx: &Ctx,
+    id: Uuid,
+    t: BookingTransition,
+) -> DomainResult<Booking> {
     authorize(db, ctx, Permission::BookingsWrite, "booking").await?;
     if !BOOKING.is_state(&t.status) {
-        return Err(DomainError::invalid(format!("status must be one of: {}", BOOKING.states.join(", "))));
+        return Err(DomainError::invalid(format!(
+            "status must be one of: {}",
+            BOOKING.states.join(", ")
+        )));
     }
     if t.r#override {
         authorize(db, ctx, Permission::BookingsOverride, "booking").await?;
@@ -239,10 +300,18 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: BookingTransition) -> D
     let mut extra_events: Vec<(&str, serde_json::Value)> = Vec::new();
     match (before.status.as_str(), t.status.as_str()) {
         ("draft", "pending") => {
-            if before.location.as_deref().map(str::trim).unwrap_or("").is_empty() || before.price_amount <= 0 {
+            if before
+                .location
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or("")
+                .is_empty()
+                || before.price_amount <= 0
+            {
                 return Err(DomainError::GuardFailed {
                     guard: "required_fields",
-                    message: "a booking needs a location and a price above zero to be pending".into(),
+                    message: "a booking needs a location and a price above zero to be pending"
+                        .into(),
                 });
             }
             check_overlap(&mut tx, before.model_id, id, before.start_at, before.end_at).await?;
@@ -255,7 +324,10 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: BookingTransition) -> D
                 });
             }
             let existing = deposit_payments(&mut tx.conn(), id).await?;
-            if !existing.iter().any(|p| matches!(p.status.as_str(), "requested" | "pending" | "succeeded")) {
+            if !existing
+                .iter()
+                .any(|p| matches!(p.status.as_str(), "requested" | "pending" | "succeeded"))
+            {
                 let pid = new_id();
                 q_exec!(
                     &mut tx.conn(),
@@ -274,7 +346,10 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: BookingTransition) -> D
             }
         }
         ("deposit_required", "confirmed") => {
-            let paid = deposit_payments(&mut tx.conn(), id).await?.iter().any(|p| p.status == "succeeded");
+            let paid = deposit_payments(&mut tx.conn(), id)
+                .await?
+                .iter()
+                .any(|p| p.status == "succeeded");
             if !paid {
                 if !t.r#override {
                     return Err(DomainError::GuardFailed {
@@ -289,7 +364,8 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: BookingTransition) -> D
             if at < before.start_at - Duration::minutes(30) {
                 return Err(DomainError::GuardFailed {
                     guard: "not_before_start_window",
-                    message: "a booking can start no earlier than 30 minutes before its start time".into(),
+                    message: "a booking can start no earlier than 30 minutes before its start time"
+                        .into(),
                 });
             }
         }
@@ -319,31 +395,67 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: BookingTransition) -> D
         before.status.clone()
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict { entity: "booking", current_version: None });
+        return Err(DomainError::VersionConflict {
+            entity: "booking",
+            current_version: None,
+        });
     }
     let after = load(&mut tx.conn(), id).await?;
     match after.status.as_str() {
         "completed" => {
-            q_exec!(&mut tx.conn(), "UPDATE clients SET bookings_count = bookings_count + 1, spend_amount = spend_amount + $1 WHERE id = $2", after.price_amount, after.client_id)?;
-            q_exec!(&mut tx.conn(), "UPDATE model_stats SET bookings_count = bookings_count + 1, completed_count = completed_count + 1 WHERE model_id = $1", after.model_id)?;
+            q_exec!(
+                &mut tx.conn(),
+                "UPDATE clients SET bookings_count = bookings_count + 1, spend_amount = spend_amount + $1 WHERE id = $2",
+                after.price_amount,
+                after.client_id
+            )?;
+            q_exec!(
+                &mut tx.conn(),
+                "UPDATE model_stats SET bookings_count = bookings_count + 1, completed_count = completed_count + 1 WHERE model_id = $1",
+                after.model_id
+            )?;
         }
         "no_show" => {
-            q_exec!(&mut tx.conn(), "UPDATE clients SET no_shows_count = no_shows_count + 1 WHERE id = $1", after.client_id)?;
-            q_exec!(&mut tx.conn(), "UPDATE model_stats SET bookings_count = bookings_count + 1 WHERE model_id = $1", after.model_id)?;
+            q_exec!(
+                &mut tx.conn(),
+                "UPDATE clients SET no_shows_count = no_shows_count + 1 WHERE id = $1",
+                after.client_id
+            )?;
+            q_exec!(
+                &mut tx.conn(),
+                "UPDATE model_stats SET bookings_count = bookings_count + 1 WHERE model_id = $1",
+                after.model_id
+            )?;
         }
         "cancelled" => {
-            let paid = deposit_payments(&mut tx.conn(), id).await?.into_iter().find(|p| p.status == "succeeded");
+            let paid = deposit_payments(&mut tx.conn(), id)
+                .await?
+                .into_iter()
+                .find(|p| p.status == "succeeded");
             if let Some(p) = paid {
-                let finance = q_opt!(&mut tx.conn(), IdRow, "SELECT id FROM users WHERE role = 'FINANCE' AND active = $1 ORDER BY id LIMIT 1", true)?;
-                tasks::insert(&mut tx.conn(), ctx, NewTask {
-                    kind: "custom".into(),
-                    title: Some(format!("Review refund of the paid deposit ({} {})", p.amount, p.currency)),
-                    priority: Some("high".into()),
-                    subject_type: Some("booking".into()),
-                    subject_id: Some(id),
-                    assignee_id: finance.map(|f| f.id),
-                    due_at: None,
-                }).await?;
+                let finance = q_opt!(
+                    &mut tx.conn(),
+                    IdRow,
+                    "SELECT id FROM users WHERE role = 'FINANCE' AND active = $1 ORDER BY id LIMIT 1",
+                    true
+                )?;
+                tasks::insert(
+                    &mut tx.conn(),
+                    ctx,
+                    NewTask {
+                        kind: "custom".into(),
+                        title: Some(format!(
+                            "Review refund of the paid deposit ({} {})",
+                            p.amount, p.currency
+                        )),
+                        priority: Some("high".into()),
+                        subject_type: Some("booking".into()),
+                        subject_id: Some(id),
+                        assignee_id: finance.map(|f| f.id),
+                        due_at: None,
+                    },
+                )
+                .await?;
             }
         }
         _ => {}
@@ -353,7 +465,15 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: BookingTransition) -> D
     payload["from"] = json!(before.status);
     payload["to"] = json!(after.status);
     payload["reason"] = json!(t.reason);
-    emit(&mut conn, ctx, "booking.status_changed", "booking", id, payload.clone()).await?;
+    emit(
+        &mut conn,
+        ctx,
+        "booking.status_changed",
+        "booking",
+        id,
+        payload.clone(),
+    )
+    .await?;
     let specific = match after.status.as_str() {
         "confirmed" => Some("booking.confirmed"),
         "cancelled" => Some("booking.cancelled"),
@@ -368,10 +488,22 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: BookingTransition) -> D
         emit(&mut conn, ctx, kind, "booking", id, payload).await?;
     }
     for (kind, p) in extra_events {
-        let pid = p["payment_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).unwrap_or(id);
+        let pid = p["payment_id"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .unwrap_or(id);
         emit(&mut conn, ctx, kind, "payment", pid, p).await?;
     }
-    write_audit(&mut conn, ctx, "booking.status_changed", "booking", Some(id.to_string()), Some(snapshot(&before)), Some(snapshot(&after))).await?;
+    write_audit(
+        &mut conn,
+        ctx,
+        "booking.status_changed",
+        "booking",
+        Some(id.to_string()),
+        Some(snapshot(&before)),
+        Some(snapshot(&after)),
+    )
+    .await?;
     drop(conn);
     tx.commit().await?;
     Ok(after)

@@ -25,22 +25,43 @@ pub struct NewException {
 }
 
 pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Exception> {
-    q_opt!(conn, Exception, "SELECT * FROM exceptions WHERE id = $1", id)?
-        .ok_or(DomainError::NotFound { entity: "exception" })
+    q_opt!(
+        conn,
+        Exception,
+        "SELECT * FROM exceptions WHERE id = $1",
+        id
+    )?
+    .ok_or(DomainError::NotFound {
+        entity: "exception",
+    })
 }
 
-pub(crate) async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, e: NewException) -> DomainResult<Exception> {
+pub(crate) async fn insert(
+    conn: &mut Conn<'_>,
+    ctx: &Ctx,
+    e: NewException,
+) -> DomainResult<Exception> {
     one_of(&e.kind, EXCEPTION_TYPES, "type")?;
     one_of(&e.severity, SEVERITIES, "severity")?;
     match (&e.subject_type, e.subject_id) {
         (Some(st), Some(sid)) => check_subject(conn, st, sid).await?,
         (None, None) => {}
-        _ => return Err(DomainError::invalid("subject_type and subject_id go together")),
+        _ => {
+            return Err(DomainError::invalid(
+                "subject_type and subject_id go together",
+            ));
+        }
     }
     if let Some(a) = e.assignee_id {
-        super::users::load(conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(conn, a)
+            .await
+            .map_err(|_| DomainError::invalid("assignee_id names no user"))?;
     }
-    let title = e.title.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| e.kind.replace('_', " "));
+    let title = e
+        .title
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| e.kind.replace('_', " "));
     let id = new_id();
     let at = now();
     q_exec!(
@@ -58,8 +79,25 @@ pub(crate) async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, e: NewException) -> D
         at
     )?;
     let row = load(conn, id).await?;
-    emit(conn, ctx, "exception.created", "exception", id, payload(&row)).await?;
-    write_audit(conn, ctx, "exception.created", "exception", Some(id.to_string()), None, Some(snapshot(&row))).await?;
+    emit(
+        conn,
+        ctx,
+        "exception.created",
+        "exception",
+        id,
+        payload(&row),
+    )
+    .await?;
+    write_audit(
+        conn,
+        ctx,
+        "exception.created",
+        "exception",
+        Some(id.to_string()),
+        None,
+        Some(snapshot(&row)),
+    )
+    .await?;
     Ok(row)
 }
 
@@ -91,7 +129,13 @@ pub async fn get(db: &Db, ctx: &Ctx, id: Uuid) -> DomainResult<Exception> {
     load_visible(db, ctx, id).await
 }
 
-pub async fn list(db: &Db, ctx: &Ctx, status: Option<String>, kind: Option<String>, page: PageReq) -> DomainResult<Page<Exception>> {
+pub async fn list(
+    db: &Db,
+    ctx: &Ctx,
+    status: Option<String>,
+    kind: Option<String>,
+    page: PageReq,
+) -> DomainResult<Page<Exception>> {
     authorize(db, ctx, Permission::ExceptionsRead, "exception").await?;
     if let Some(s) = &status {
         one_of(s, EXCEPTION.states, "status")?;
@@ -99,7 +143,11 @@ pub async fn list(db: &Db, ctx: &Ctx, status: Option<String>, kind: Option<Strin
     if let Some(k) = &kind {
         one_of(k, EXCEPTION_TYPES, "type")?;
     }
-    let only_for = if ctx.sees_all_items() { None } else { ctx.actor.user_id() };
+    let only_for = if ctx.sees_all_items() {
+        None
+    } else {
+        ctx.actor.user_id()
+    };
     let rows = q_all!(
         &mut db.acquire().await?.conn(),
         Exception,
@@ -116,10 +164,20 @@ pub async fn list(db: &Db, ctx: &Ctx, status: Option<String>, kind: Option<Strin
 }
 
 /// acknowledge, resolve or dismiss; resolving and dismissing need a resolution text.
-pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, to: &str, resolution: Option<String>, version: Option<i64>) -> DomainResult<Exception> {
+pub async fn transition(
+    db: &Db,
+    ctx: &Ctx,
+    id: Uuid,
+    to: &str,
+    resolution: Option<String>,
+    version: Option<i64>,
+) -> DomainResult<Exception> {
     authorize(db, ctx, Permission::ExceptionsWrite, "exception").await?;
     if !EXCEPTION.is_state(to) {
-        return Err(DomainError::invalid(format!("status must be one of: {}", EXCEPTION.states.join(", "))));
+        return Err(DomainError::invalid(format!(
+            "status must be one of: {}",
+            EXCEPTION.states.join(", ")
+        )));
     }
     load_visible(db, ctx, id).await?;
     let mut tx = db.begin().await?;
@@ -144,24 +202,50 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, to: &str, resolution: Opti
         before.status.clone()
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict { entity: "exception", current_version: None });
+        return Err(DomainError::VersionConflict {
+            entity: "exception",
+            current_version: None,
+        });
     }
     let after = load(&mut conn, id).await?;
     let mut p = payload(&after);
     p["from"] = json!(before.status);
     p["to"] = json!(after.status);
     p["resolution"] = json!(after.resolution);
-    emit(&mut conn, ctx, "exception.status_changed", "exception", id, p.clone()).await?;
+    emit(
+        &mut conn,
+        ctx,
+        "exception.status_changed",
+        "exception",
+        id,
+        p.clone(),
+    )
+    .await?;
     if matches!(to, "resolved" | "dismissed") {
         emit(&mut conn, ctx, "exception.resolved", "exception", id, p).await?;
     }
-    write_audit(&mut conn, ctx, "exception.status_changed", "exception", Some(id.to_string()), Some(snapshot(&before)), Some(snapshot(&after))).await?;
+    write_audit(
+        &mut conn,
+        ctx,
+        "exception.status_changed",
+        "exception",
+        Some(id.to_string()),
+        Some(snapshot(&before)),
+        Some(snapshot(&after)),
+    )
+    .await?;
     drop(conn);
     tx.commit().await?;
     Ok(after)
 }
 
-pub async fn assign(db: &Db, ctx: &Ctx, id: Uuid, assignee_id: Option<Uuid>, version: Option<i64>) -> DomainResult<Exception> {
+pub async fn assign(
+    db: &Db,
+    ctx: &Ctx,
+    id: Uuid,
+    assignee_id: Option<Uuid>,
+    version: Option<i64>,
+) -> DomainResult<Exception> {
     authorize(db, ctx, Permission::ExceptionsWrite, "exception").await?;
     let current = load_visible(db, ctx, id).await?;
     if !ctx.sees_all_items() && assignee_id.is_some() && assignee_id != ctx.actor.user_id() {
@@ -173,10 +257,15 @@ pub async fn assign(db: &Db, ctx: &Ctx, id: Uuid, assignee_id: Option<Uuid>, ver
     let before = load(&mut conn, id).await?;
     check_version("exception", version, before.version)?;
     if EXCEPTION.terminal.contains(&before.status.as_str()) {
-        return Err(DomainError::GuardFailed { guard: "exception_open", message: format!("the exception is {}", before.status) });
+        return Err(DomainError::GuardFailed {
+            guard: "exception_open",
+            message: format!("the exception is {}", before.status),
+        });
     }
     if let Some(a) = assignee_id {
-        super::users::load(&mut conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(&mut conn, a)
+            .await
+            .map_err(|_| DomainError::invalid("assignee_id names no user"))?;
     }
     let n = q_exec!(
         &mut conn,
@@ -187,11 +276,31 @@ pub async fn assign(db: &Db, ctx: &Ctx, id: Uuid, assignee_id: Option<Uuid>, ver
         before.version
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict { entity: "exception", current_version: None });
+        return Err(DomainError::VersionConflict {
+            entity: "exception",
+            current_version: None,
+        });
     }
     let after = load(&mut conn, id).await?;
-    emit(&mut conn, ctx, "exception.assigned", "exception", id, json!({"exception_id": id, "assignee_id": assignee_id})).await?;
-    write_audit(&mut conn, ctx, "exception.assigned", "exception", Some(id.to_string()), Some(snapshot(&before)), Some(snapshot(&after))).await?;
+    emit(
+        &mut conn,
+        ctx,
+        "exception.assigned",
+        "exception",
+        id,
+        json!({"exception_id": id, "assignee_id": assignee_id}),
+    )
+    .await?;
+    write_audit(
+        &mut conn,
+        ctx,
+        "exception.assigned",
+        "exception",
+        Some(id.to_string()),
+        Some(snapshot(&before)),
+        Some(snapshot(&after)),
+    )
+    .await?;
     drop(conn);
     tx.commit().await?;
     Ok(after)

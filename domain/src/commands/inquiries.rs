@@ -63,7 +63,9 @@ pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Inquiry> {
 
 pub fn validate_duration(d: i64) -> DomainResult<()> {
     if !(15..=24 * 60).contains(&d) {
-        return Err(DomainError::invalid("duration_minutes must be between 15 and 1440"));
+        return Err(DomainError::invalid(
+            "duration_minutes must be between 15 and 1440",
+        ));
     }
     Ok(())
 }
@@ -83,23 +85,39 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewInquiry) -> DomainResult<Inqui
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
     let client = match (input.client_id, &input.client) {
-        (Some(id), None) => clients::load(&mut conn, id).await.map_err(|_| DomainError::invalid("client_id names no client"))?,
+        (Some(id), None) => clients::load(&mut conn, id)
+            .await
+            .map_err(|_| DomainError::invalid("client_id names no client"))?,
         (None, Some(c)) => match clients::find_duplicate(&mut conn, c).await? {
             Some(existing) => existing,
             None => clients::insert(&mut conn, ctx, c).await?,
         },
-        (Some(_), Some(_)) => return Err(DomainError::invalid("give either client_id or client, not both")),
+        (Some(_), Some(_)) => {
+            return Err(DomainError::invalid(
+                "give either client_id or client, not both",
+            ));
+        }
         (None, None) => return Err(DomainError::invalid("client_id or client is required")),
     };
     if let Some(m) = input.model_id {
-        super::models::load(&mut conn, m).await.map_err(|_| DomainError::invalid("model_id names no model"))?;
+        super::models::load(&mut conn, m)
+            .await
+            .map_err(|_| DomainError::invalid("model_id names no model"))?;
     }
     if let Some(a) = input.assignee_id {
-        super::users::load(&mut conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(&mut conn, a)
+            .await
+            .map_err(|_| DomainError::invalid("assignee_id names no user"))?;
     }
     // A blocked client's inquiry is recorded (nothing is lost) but closed at once.
     let (status, lost_reason) = if client.blocked {
-        ("lost", Some(format!("client is blocked: {}", client.blocked_reason.clone().unwrap_or_default())))
+        (
+            "lost",
+            Some(format!(
+                "client is blocked: {}",
+                client.blocked_reason.clone().unwrap_or_default()
+            )),
+        )
     } else {
         ("new", None)
     };
@@ -127,18 +145,48 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewInquiry) -> DomainResult<Inqui
         at
     )?;
     let row = load(&mut conn, id).await?;
-    emit(&mut conn, ctx, "inquiry.created", "inquiry", id, event_payload(&row, &client)).await?;
-    write_audit(&mut conn, ctx, "inquiry.created", "inquiry", Some(id.to_string()), None, Some(snapshot(&row))).await?;
+    emit(
+        &mut conn,
+        ctx,
+        "inquiry.created",
+        "inquiry",
+        id,
+        event_payload(&row, &client),
+    )
+    .await?;
+    write_audit(
+        &mut conn,
+        ctx,
+        "inquiry.created",
+        "inquiry",
+        Some(id.to_string()),
+        None,
+        Some(snapshot(&row)),
+    )
+    .await?;
     if client.blocked {
-        emit(&mut conn, ctx, "inquiry.status_changed", "inquiry", id, json!({"inquiry_id": id, "from": "new", "to": "lost", "reason": lost_reason})).await?;
-        exceptions::insert(&mut conn, ctx, NewException {
-            kind: "blocked_client".into(),
-            title: Some(format!("Inquiry from blocked client {}", client.name)),
-            severity: "high".into(),
-            subject_type: Some("inquiry".into()),
-            subject_id: Some(id),
-            assignee_id: None,
-        }).await?;
+        emit(
+            &mut conn,
+            ctx,
+            "inquiry.status_changed",
+            "inquiry",
+            id,
+            json!({"inquiry_id": id, "from": "new", "to": "lost", "reason": lost_reason}),
+        )
+        .await?;
+        exceptions::insert(
+            &mut conn,
+            ctx,
+            NewException {
+                kind: "blocked_client".into(),
+                title: Some(format!("Inquiry from blocked client {}", client.name)),
+                severity: "high".into(),
+                subject_type: Some("inquiry".into()),
+                subject_id: Some(id),
+                assignee_id: None,
+            },
+        )
+        .await?;
     }
     drop(conn);
     tx.commit().await?;
@@ -164,7 +212,13 @@ pub async fn get(db: &Db, ctx: &Ctx, id: Uuid) -> DomainResult<Inquiry> {
     load(&mut db.acquire().await?.conn(), id).await
 }
 
-pub async fn list(db: &Db, ctx: &Ctx, status: Option<String>, client_id: Option<Uuid>, page: PageReq) -> DomainResult<Page<Inquiry>> {
+pub async fn list(
+    db: &Db,
+    ctx: &Ctx,
+    status: Option<String>,
+    client_id: Option<Uuid>,
+    page: PageReq,
+) -> DomainResult<Page<Inquiry>> {
     authorize(db, ctx, Permission::InquiriesRead, "inquiry").await?;
     if let Some(s) = &status {
         one_of(s, INQUIRY.states, "status")?;
@@ -184,10 +238,18 @@ pub async fn list(db: &Db, ctx: &Ctx, status: Option<String>, client_id: Option<
 
 /// Moves an inquiry through its state machine (all targets but `converted`, which only
 /// `convert_to_booking` reaches).
-pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: InquiryTransition) -> DomainResult<Inquiry> {
+pub async fn transition(
+    db: &Db,
+    ctx: &Ctx,
+    id: Uuid,
+    t: InquiryTransition,
+) -> DomainResult<Inquiry> {
     authorize(db, ctx, Permission::InquiriesWrite, "inquiry").await?;
     if !INQUIRY.is_state(&t.status) {
-        return Err(DomainError::invalid(format!("status must be one of: {}", INQUIRY.states.join(", "))));
+        return Err(DomainError::invalid(format!(
+            "status must be one of: {}",
+            INQUIRY.states.join(", ")
+        )));
     }
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
@@ -200,7 +262,8 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: InquiryTransition) -> D
         "converted" => {
             return Err(DomainError::GuardFailed {
                 guard: "convert_to_booking",
-                message: "an inquiry is converted only by POST /inquiries/{id}/convert-to-booking".into(),
+                message: "an inquiry is converted only by POST /inquiries/{id}/convert-to-booking"
+                    .into(),
             });
         }
         "awaiting_client" => {
@@ -210,12 +273,16 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: InquiryTransition) -> D
                 _ => {
                     return Err(DomainError::GuardFailed {
                         guard: "proposal_recorded",
-                        message: "a proposal (model_id and start_at) is required to await the client".into(),
+                        message:
+                            "a proposal (model_id and start_at) is required to await the client"
+                                .into(),
                     });
                 }
             };
             if let Some(p) = &t.proposal {
-                super::models::load(&mut conn, p.model_id).await.map_err(|_| DomainError::invalid("proposal.model_id names no model"))?;
+                super::models::load(&mut conn, p.model_id)
+                    .await
+                    .map_err(|_| DomainError::invalid("proposal.model_id names no model"))?;
             }
             proposal = Some(Json(p));
         }
@@ -237,15 +304,35 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: InquiryTransition) -> D
         before.status.clone()
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict { entity: "inquiry", current_version: None });
+        return Err(DomainError::VersionConflict {
+            entity: "inquiry",
+            current_version: None,
+        });
     }
     let after = load(&mut conn, id).await?;
     let payload = json!({"inquiry_id": id, "from": before.status, "to": after.status, "reason": t.reason, "source": after.source, "client_id": after.client_id});
-    emit(&mut conn, ctx, "inquiry.status_changed", "inquiry", id, payload.clone()).await?;
+    emit(
+        &mut conn,
+        ctx,
+        "inquiry.status_changed",
+        "inquiry",
+        id,
+        payload.clone(),
+    )
+    .await?;
     if after.status == "lost" {
         emit(&mut conn, ctx, "inquiry.lost", "inquiry", id, payload).await?;
     }
-    write_audit(&mut conn, ctx, "inquiry.status_changed", "inquiry", Some(id.to_string()), Some(snapshot(&before)), Some(snapshot(&after))).await?;
+    write_audit(
+        &mut conn,
+        ctx,
+        "inquiry.status_changed",
+        "inquiry",
+        Some(id.to_string()),
+        Some(snapshot(&before)),
+        Some(snapshot(&after)),
+    )
+    .await?;
     drop(conn);
     tx.commit().await?;
     Ok(after)
@@ -262,32 +349,58 @@ pub async fn convert_to_booking(db: &Db, ctx: &Ctx, id: Uuid, c: Convert) -> Dom
     let mut tx = db.begin().await?;
     let before = load(&mut tx.conn(), id).await?;
     INQUIRY.check(&before.status, "converted")?;
-    let proposal = before.proposal.as_ref().map(|p| p.0.clone()).unwrap_or(Value::Null);
-    let proposed_model = proposal.get("model_id").and_then(|v| v.as_str()).and_then(|s| Uuid::parse_str(s).ok());
+    let proposal = before
+        .proposal
+        .as_ref()
+        .map(|p| p.0.clone())
+        .unwrap_or(Value::Null);
+    let proposed_model = proposal
+        .get("model_id")
+        .and_then(|v| v.as_str())
+        .and_then(|s| Uuid::parse_str(s).ok());
     let proposed_start = proposal
         .get("start_at")
         .and_then(|v| v.as_str())
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map(|d| d.with_timezone(&Utc));
-    let model_id = c.model_id.or(proposed_model).or(before.model_id)
+    let model_id = c
+        .model_id
+        .or(proposed_model)
+        .or(before.model_id)
         .ok_or_else(|| DomainError::invalid("model_id is required: the inquiry names no model"))?;
-    let start_at = c.start_at.or(proposed_start).or(before.requested_start)
-        .ok_or_else(|| DomainError::invalid("start_at is required: the inquiry has no requested start"))?;
-    let duration = c.duration_minutes.or(before.duration_minutes)
-        .ok_or_else(|| DomainError::invalid("duration_minutes is required: the inquiry has none"))?;
-    let deposit = c.deposit.clone().unwrap_or(Money { amount: 0, currency: c.price.currency.clone() });
-    let booking = bookings::insert(&mut tx, ctx, NewBookingRow {
-        client_id: before.client_id,
-        model_id,
-        inquiry_id: Some(id),
-        start_at,
-        duration_minutes: duration,
-        location: c.location.clone().or(before.location.clone()),
-        price: c.price.clone(),
-        deposit,
-        status: "pending",
-        assignee_id: before.assignee_id,
-    })
+    let start_at = c
+        .start_at
+        .or(proposed_start)
+        .or(before.requested_start)
+        .ok_or_else(|| {
+            DomainError::invalid("start_at is required: the inquiry has no requested start")
+        })?;
+    let duration = c
+        .duration_minutes
+        .or(before.duration_minutes)
+        .ok_or_else(|| {
+            DomainError::invalid("duration_minutes is required: the inquiry has none")
+        })?;
+    let deposit = c.deposit.clone().unwrap_or(Money {
+        amount: 0,
+        currency: c.price.currency.clone(),
+    });
+    let booking = bookings::insert(
+        &mut tx,
+        ctx,
+        NewBookingRow {
+            client_id: before.client_id,
+            model_id,
+            inquiry_id: Some(id),
+            start_at,
+            duration_minutes: duration,
+            location: c.location.clone().or(before.location.clone()),
+            price: c.price.clone(),
+            deposit,
+            status: "pending",
+            assignee_id: before.assignee_id,
+        },
+    )
     .await?;
     let mut conn = tx.conn();
     let n = q_exec!(
@@ -301,13 +414,33 @@ pub async fn convert_to_booking(db: &Db, ctx: &Ctx, id: Uuid, c: Convert) -> Dom
         before.status.clone()
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict { entity: "inquiry", current_version: None });
+        return Err(DomainError::VersionConflict {
+            entity: "inquiry",
+            current_version: None,
+        });
     }
     let after = load(&mut conn, id).await?;
     let payload = json!({"inquiry_id": id, "from": before.status, "to": "converted", "booking_id": booking.id, "client_id": after.client_id});
-    emit(&mut conn, ctx, "inquiry.status_changed", "inquiry", id, payload.clone()).await?;
+    emit(
+        &mut conn,
+        ctx,
+        "inquiry.status_changed",
+        "inquiry",
+        id,
+        payload.clone(),
+    )
+    .await?;
     emit(&mut conn, ctx, "inquiry.converted", "inquiry", id, payload).await?;
-    write_audit(&mut conn, ctx, "inquiry.converted", "inquiry", Some(id.to_string()), Some(snapshot(&before)), Some(snapshot(&after))).await?;
+    write_audit(
+        &mut conn,
+        ctx,
+        "inquiry.converted",
+        "inquiry",
+        Some(id.to_string()),
+        Some(snapshot(&before)),
+        Some(snapshot(&after)),
+    )
+    .await?;
     drop(conn);
     tx.commit().await?;
     Ok(booking)

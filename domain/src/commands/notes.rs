@@ -22,7 +22,9 @@ pub struct NewNote {
 pub(crate) async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, n: NewNote) -> DomainResult<Note> {
     let text = require_text(Some(&n.text), "text")?;
     if text.len() > 10_000 {
-        return Err(DomainError::invalid("text must be at most 10000 characters"));
+        return Err(DomainError::invalid(
+            "text must be at most 10000 characters",
+        ));
     }
     check_subject(conn, &n.subject_type, n.subject_id).await?;
     let id = new_id();
@@ -36,9 +38,27 @@ pub(crate) async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, n: NewNote) -> Domain
         text,
         now()
     )?;
-    let row = q_opt!(conn, Note, "SELECT * FROM notes WHERE id = $1", id)?.ok_or(DomainError::NotFound { entity: "note" })?;
-    emit(conn, ctx, "note.added", &n.subject_type, n.subject_id, json!({"note_id": id, "subject_type": n.subject_type, "subject_id": n.subject_id})).await?;
-    write_audit(conn, ctx, "note.added", "note", Some(id.to_string()), None, Some(snapshot(&row))).await?;
+    let row = q_opt!(conn, Note, "SELECT * FROM notes WHERE id = $1", id)?
+        .ok_or(DomainError::NotFound { entity: "note" })?;
+    emit(
+        conn,
+        ctx,
+        "note.added",
+        &n.subject_type,
+        n.subject_id,
+        json!({"note_id": id, "subject_type": n.subject_type, "subject_id": n.subject_id}),
+    )
+    .await?;
+    write_audit(
+        conn,
+        ctx,
+        "note.added",
+        "note",
+        Some(id.to_string()),
+        None,
+        Some(snapshot(&row)),
+    )
+    .await?;
     Ok(row)
 }
 

@@ -32,7 +32,8 @@ pub struct TaskTransition {
 }
 
 pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Task> {
-    q_opt!(conn, Task, "SELECT * FROM tasks WHERE id = $1", id)?.ok_or(DomainError::NotFound { entity: "task" })
+    q_opt!(conn, Task, "SELECT * FROM tasks WHERE id = $1", id)?
+        .ok_or(DomainError::NotFound { entity: "task" })
 }
 
 /// An OPERATOR works on their own items and unassigned ones; others are not theirs to touch.
@@ -41,7 +42,11 @@ pub(crate) fn visible(ctx: &Ctx, assignee: Option<Uuid>) -> bool {
 }
 
 /// Checks that a subject named by a task, exception or note exists.
-pub(crate) async fn check_subject(conn: &mut Conn<'_>, subject_type: &str, subject_id: Uuid) -> DomainResult<()> {
+pub(crate) async fn check_subject(
+    conn: &mut Conn<'_>,
+    subject_type: &str,
+    subject_id: Uuid,
+) -> DomainResult<()> {
     one_of(subject_type, SUBJECT_TYPES, "subject_type")?;
     #[derive(sqlx::FromRow)]
     struct One {
@@ -49,15 +54,42 @@ pub(crate) async fn check_subject(conn: &mut Conn<'_>, subject_type: &str, subje
         id: Uuid,
     }
     let found = match subject_type {
-        "inquiry" => q_opt!(conn, One, "SELECT id FROM inquiries WHERE id = $1", subject_id)?,
-        "booking" => q_opt!(conn, One, "SELECT id FROM bookings WHERE id = $1", subject_id)?,
-        "client" => q_opt!(conn, One, "SELECT id FROM clients WHERE id = $1", subject_id)?,
+        "inquiry" => q_opt!(
+            conn,
+            One,
+            "SELECT id FROM inquiries WHERE id = $1",
+            subject_id
+        )?,
+        "booking" => q_opt!(
+            conn,
+            One,
+            "SELECT id FROM bookings WHERE id = $1",
+            subject_id
+        )?,
+        "client" => q_opt!(
+            conn,
+            One,
+            "SELECT id FROM clients WHERE id = $1",
+            subject_id
+        )?,
         "model" => q_opt!(conn, One, "SELECT id FROM models WHERE id = $1", subject_id)?,
         "task" => q_opt!(conn, One, "SELECT id FROM tasks WHERE id = $1", subject_id)?,
-        "exception" => q_opt!(conn, One, "SELECT id FROM exceptions WHERE id = $1", subject_id)?,
-        _ => q_opt!(conn, One, "SELECT id FROM payments WHERE id = $1", subject_id)?,
+        "exception" => q_opt!(
+            conn,
+            One,
+            "SELECT id FROM exceptions WHERE id = $1",
+            subject_id
+        )?,
+        _ => q_opt!(
+            conn,
+            One,
+            "SELECT id FROM payments WHERE id = $1",
+            subject_id
+        )?,
     };
-    found.map(|_| ()).ok_or_else(|| DomainError::invalid(format!("subject_id names no {subject_type}")))
+    found
+        .map(|_| ())
+        .ok_or_else(|| DomainError::invalid(format!("subject_id names no {subject_type}")))
 }
 
 fn default_title(kind: &str) -> String {
@@ -76,12 +108,22 @@ pub(crate) async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> Domain
     match (&t.subject_type, t.subject_id) {
         (Some(st), Some(sid)) => check_subject(conn, st, sid).await?,
         (None, None) => {}
-        _ => return Err(DomainError::invalid("subject_type and subject_id go together")),
+        _ => {
+            return Err(DomainError::invalid(
+                "subject_type and subject_id go together",
+            ));
+        }
     }
     if let Some(a) = t.assignee_id {
-        super::users::load(conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(conn, a)
+            .await
+            .map_err(|_| DomainError::invalid("assignee_id names no user"))?;
     }
-    let title = t.title.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| default_title(&t.kind));
+    let title = t
+        .title
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| default_title(&t.kind));
     if title.len() > 500 {
         return Err(DomainError::invalid("title must be at most 500 characters"));
     }
@@ -105,9 +147,26 @@ pub(crate) async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> Domain
     let row = load(conn, id).await?;
     emit(conn, ctx, "task.created", "task", id, payload(&row)).await?;
     if let Some(a) = row.assignee_id {
-        emit(conn, ctx, "task.assigned", "task", id, json!({"task_id": id, "assignee_id": a, "type": row.kind})).await?;
+        emit(
+            conn,
+            ctx,
+            "task.assigned",
+            "task",
+            id,
+            json!({"task_id": id, "assignee_id": a, "type": row.kind}),
+        )
+        .await?;
     }
-    write_audit(conn, ctx, "task.created", "task", Some(id.to_string()), None, Some(snapshot(&row))).await?;
+    write_audit(
+        conn,
+        ctx,
+        "task.created",
+        "task",
+        Some(id.to_string()),
+        None,
+        Some(snapshot(&row)),
+    )
+    .await?;
     Ok(row)
 }
 
@@ -122,7 +181,10 @@ fn payload(t: &Task) -> serde_json::Value {
 pub async fn create(db: &Db, ctx: &Ctx, input: NewTask) -> DomainResult<Task> {
     authorize(db, ctx, Permission::TasksWrite, "task").await?;
     if !visible(ctx, input.assignee_id) {
-        return Err(authorize(db, ctx, Permission::TasksAll, "task").await.err().unwrap_or(DomainError::forbidden(Permission::TasksAll)));
+        return Err(authorize(db, ctx, Permission::TasksAll, "task")
+            .await
+            .err()
+            .unwrap_or(DomainError::forbidden(Permission::TasksAll)));
     }
     let mut tx = db.begin().await?;
     let row = insert(&mut tx.conn(), ctx, input).await?;
@@ -157,7 +219,11 @@ pub async fn list(db: &Db, ctx: &Ctx, f: TaskFilter, page: PageReq) -> DomainRes
         one_of(k, TASK_TYPES, "type")?;
     }
     // OPERATORs see their own and unassigned items only.
-    let only_for = if ctx.sees_all_items() { None } else { ctx.actor.user_id() };
+    let only_for = if ctx.sees_all_items() {
+        None
+    } else {
+        ctx.actor.user_id()
+    };
     let rows = q_all!(
         &mut db.acquire().await?.conn(),
         Task,
@@ -180,7 +246,10 @@ pub async fn list(db: &Db, ctx: &Ctx, f: TaskFilter, page: PageReq) -> DomainRes
 pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: TaskTransition) -> DomainResult<Task> {
     authorize(db, ctx, Permission::TasksWrite, "task").await?;
     if !TASK.is_state(&t.status) {
-        return Err(DomainError::invalid(format!("status must be one of: {}", TASK.states.join(", "))));
+        return Err(DomainError::invalid(format!(
+            "status must be one of: {}",
+            TASK.states.join(", ")
+        )));
     }
     let current = load(&mut db.acquire().await?.conn(), id).await?;
     if !visible(ctx, current.assignee_id) {
@@ -194,7 +263,13 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: TaskTransition) -> Doma
 
 /// The task transition inside a caller's transaction (quick actions complete a task and move
 /// its booking in one go).
-pub async fn transition_in(conn: &mut Conn<'_>, ctx: &Ctx, id: Uuid, to: &str, version: Option<i64>) -> DomainResult<Task> {
+pub async fn transition_in(
+    conn: &mut Conn<'_>,
+    ctx: &Ctx,
+    id: Uuid,
+    to: &str,
+    version: Option<i64>,
+) -> DomainResult<Task> {
     let before = load(conn, id).await?;
     check_version("task", version, before.version)?;
     TASK.check(&before.status, to)?;
@@ -208,33 +283,62 @@ pub async fn transition_in(conn: &mut Conn<'_>, ctx: &Ctx, id: Uuid, to: &str, v
         before.status.clone()
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict { entity: "task", current_version: None });
+        return Err(DomainError::VersionConflict {
+            entity: "task",
+            current_version: None,
+        });
     }
     let after = load(conn, id).await?;
     let mut p = payload(&after);
     p["from"] = json!(before.status);
     p["to"] = json!(after.status);
     emit(conn, ctx, "task.status_changed", "task", id, p).await?;
-    write_audit(conn, ctx, "task.status_changed", "task", Some(id.to_string()), Some(snapshot(&before)), Some(snapshot(&after))).await?;
+    write_audit(
+        conn,
+        ctx,
+        "task.status_changed",
+        "task",
+        Some(id.to_string()),
+        Some(snapshot(&before)),
+        Some(snapshot(&after)),
+    )
+    .await?;
     Ok(after)
 }
 
-pub async fn assign(db: &Db, ctx: &Ctx, id: Uuid, assignee_id: Option<Uuid>, version: Option<i64>) -> DomainResult<Task> {
+pub async fn assign(
+    db: &Db,
+    ctx: &Ctx,
+    id: Uuid,
+    assignee_id: Option<Uuid>,
+    version: Option<i64>,
+) -> DomainResult<Task> {
     authorize(db, ctx, Permission::TasksWrite, "task").await?;
     let current = load(&mut db.acquire().await?.conn(), id).await?;
     // An OPERATOR may claim a task (or hand back their own), not hand work to others.
-    if !ctx.sees_all_items() && (!visible(ctx, current.assignee_id) || (assignee_id.is_some() && assignee_id != ctx.actor.user_id())) {
+    if !ctx.sees_all_items()
+        && (!visible(ctx, current.assignee_id)
+            || (assignee_id.is_some() && assignee_id != ctx.actor.user_id()))
+    {
         authorize(db, ctx, Permission::TasksAll, "task").await?;
     }
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
     let before = load(&mut conn, id).await?;
     check_version("task", version, before.version)?;
-    if crate::machine::TASK.terminal.contains(&before.status.as_str()) {
-        return Err(DomainError::GuardFailed { guard: "task_open", message: format!("the task is {}", before.status) });
+    if crate::machine::TASK
+        .terminal
+        .contains(&before.status.as_str())
+    {
+        return Err(DomainError::GuardFailed {
+            guard: "task_open",
+            message: format!("the task is {}", before.status),
+        });
     }
     if let Some(a) = assignee_id {
-        let u = super::users::load(&mut conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        let u = super::users::load(&mut conn, a)
+            .await
+            .map_err(|_| DomainError::invalid("assignee_id names no user"))?;
         if !u.active {
             return Err(DomainError::invalid("assignee_id names an inactive user"));
         }
@@ -248,11 +352,23 @@ pub async fn assign(db: &Db, ctx: &Ctx, id: Uuid, assignee_id: Option<Uuid>, ver
         before.version
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict { entity: "task", current_version: None });
+        return Err(DomainError::VersionConflict {
+            entity: "task",
+            current_version: None,
+        });
     }
     let after = load(&mut conn, id).await?;
     emit(&mut conn, ctx, "task.assigned", "task", id, json!({"task_id": id, "assignee_id": assignee_id, "previous_assignee_id": before.assignee_id, "type": after.kind})).await?;
-    write_audit(&mut conn, ctx, "task.assigned", "task", Some(id.to_string()), Some(snapshot(&before)), Some(snapshot(&after))).await?;
+    write_audit(
+        &mut conn,
+        ctx,
+        "task.assigned",
+        "task",
+        Some(id.to_string()),
+        Some(snapshot(&before)),
+        Some(snapshot(&after)),
+    )
+    .await?;
     drop(conn);
     tx.commit().await?;
     Ok(after)

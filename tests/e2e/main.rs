@@ -1,0 +1,13 @@
+//! End-to-end tests: the real HTTP server on SQLite and on PostgreSQL, driven over HTTP.
+#![allow(dead_code)]
+
+mod harness;
+
+mod fixtures;
+
+mod auth;
+mod bad_input;
+mod concurrency;
+mod security;
+mod smoke;
+mod transitions;
