@@ -2,6 +2,7 @@
 //! state, each writing the row, its audit entry and its domain events in one transaction.
 //! No HTTP and no queue here: the API, the workers and the scheduler all call into this crate.
 
+pub mod automation;
 pub mod commands;
 pub mod ctx;
 pub mod error;

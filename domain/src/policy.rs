@@ -83,6 +83,7 @@ impl Role {
                 NotesWrite,
             ],
             Role::ContentManager => &[ModelsRead, ModelsWrite, ModelsMedia],
+            // Tasks: finance works the refund reviews assigned to it.
             Role::Finance => &[
                 PaymentsRead,
                 PaymentsWrite,
@@ -90,6 +91,8 @@ impl Role {
                 ReportsRead,
                 BookingsRead,
                 ClientsRead,
+                TasksRead,
+                TasksWrite,
             ],
         }
     }

@@ -287,10 +287,31 @@ pub async fn transition(
             BOOKING.states.join(", ")
         )));
     }
-    if t.r#override {
+    if t.r#override && t.status == "confirmed" {
         authorize(db, ctx, Permission::BookingsOverride, "booking").await?;
     }
     let mut tx = db.begin().await?;
+    let after = transition_in(&mut tx, ctx, id, &t).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// The booking transition inside a caller's transaction (automation actions, quick actions).
+pub async fn transition_in(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    id: Uuid,
+    t: &BookingTransition,
+) -> DomainResult<Booking> {
+    if !BOOKING.is_state(&t.status) {
+        return Err(DomainError::invalid(format!(
+            "status must be one of: {}",
+            BOOKING.states.join(", ")
+        )));
+    }
+    if t.r#override && t.status == "confirmed" {
+        ctx.require_quiet(Permission::BookingsOverride)?;
+    }
     let before = load(&mut tx.conn(), id).await?;
     check_version("booking", t.version, before.version)?;
     BOOKING.check(&before.status, &t.status)?;
@@ -314,7 +335,7 @@ pub async fn transition(
                         .into(),
                 });
             }
-            check_overlap(&mut tx, before.model_id, id, before.start_at, before.end_at).await?;
+            check_overlap(tx, before.model_id, id, before.start_at, before.end_at).await?;
         }
         ("pending", "deposit_required") => {
             if before.deposit_amount <= 0 {
@@ -504,7 +525,5 @@ pub async fn transition(
         Some(snapshot(&after)),
     )
     .await?;
-    drop(conn);
-    tx.commit().await?;
     Ok(after)
 }

@@ -10,7 +10,7 @@ use crate::error::{DomainError, DomainResult};
 use crate::machine::{EXCEPTION, EXCEPTION_TYPES, SEVERITIES};
 use crate::policy::Permission;
 use crate::rows::{Exception, Page};
-use crate::store::{Conn, Db};
+use crate::store::{Conn, Db, Tx};
 use crate::{Ctx, new_id, now, q_all, q_exec, q_opt};
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -36,11 +36,7 @@ pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Exception> {
     })
 }
 
-pub(crate) async fn insert(
-    conn: &mut Conn<'_>,
-    ctx: &Ctx,
-    e: NewException,
-) -> DomainResult<Exception> {
+pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, e: NewException) -> DomainResult<Exception> {
     one_of(&e.kind, EXCEPTION_TYPES, "type")?;
     one_of(&e.severity, SEVERITIES, "severity")?;
     match (&e.subject_type, e.subject_id) {
@@ -181,6 +177,26 @@ pub async fn transition(
     }
     load_visible(db, ctx, id).await?;
     let mut tx = db.begin().await?;
+    let after = transition_in(&mut tx, ctx, id, to, resolution, version).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// The exception transition inside a caller's transaction.
+pub async fn transition_in(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    id: Uuid,
+    to: &str,
+    resolution: Option<String>,
+    version: Option<i64>,
+) -> DomainResult<Exception> {
+    if !EXCEPTION.is_state(to) {
+        return Err(DomainError::invalid(format!(
+            "status must be one of: {}",
+            EXCEPTION.states.join(", ")
+        )));
+    }
     let mut conn = tx.conn();
     let before = load(&mut conn, id).await?;
     check_version("exception", version, before.version)?;
@@ -234,8 +250,6 @@ pub async fn transition(
         Some(snapshot(&after)),
     )
     .await?;
-    drop(conn);
-    tx.commit().await?;
     Ok(after)
 }
 
@@ -253,6 +267,19 @@ pub async fn assign(
     }
     let _ = current;
     let mut tx = db.begin().await?;
+    let after = assign_in(&mut tx, ctx, id, assignee_id, version).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Assigns an exception inside a caller's transaction.
+pub async fn assign_in(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    id: Uuid,
+    assignee_id: Option<Uuid>,
+    version: Option<i64>,
+) -> DomainResult<Exception> {
     let mut conn = tx.conn();
     let before = load(&mut conn, id).await?;
     check_version("exception", version, before.version)?;
@@ -301,7 +328,5 @@ pub async fn assign(
         Some(snapshot(&after)),
     )
     .await?;
-    drop(conn);
-    tx.commit().await?;
     Ok(after)
 }

@@ -14,7 +14,7 @@ use crate::error::{DomainError, DomainResult};
 use crate::machine::{INQUIRY, INQUIRY_SOURCES};
 use crate::policy::Permission;
 use crate::rows::{Booking, Inquiry, Page};
-use crate::store::{Conn, Db};
+use crate::store::{Conn, Db, Tx};
 use crate::{Ctx, new_id, now, q_all, q_exec, q_opt};
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -252,6 +252,24 @@ pub async fn transition(
         )));
     }
     let mut tx = db.begin().await?;
+    let after = transition_in(&mut tx, ctx, id, &t).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// The inquiry transition inside a caller's transaction.
+pub async fn transition_in(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    id: Uuid,
+    t: &InquiryTransition,
+) -> DomainResult<Inquiry> {
+    if !INQUIRY.is_state(&t.status) {
+        return Err(DomainError::invalid(format!(
+            "status must be one of: {}",
+            INQUIRY.states.join(", ")
+        )));
+    }
     let mut conn = tx.conn();
     let before = load(&mut conn, id).await?;
     check_version("inquiry", t.version, before.version)?;
@@ -333,8 +351,6 @@ pub async fn transition(
         Some(snapshot(&after)),
     )
     .await?;
-    drop(conn);
-    tx.commit().await?;
     Ok(after)
 }
 

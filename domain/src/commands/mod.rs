@@ -1,6 +1,7 @@
 //! One command per use case. Each opens a transaction, checks permission and state machine,
 //! writes the row, then its domain events and audit entry, and commits: all or nothing.
 
+pub mod assignment;
 pub mod audit;
 pub mod auth;
 pub mod bookings;
@@ -11,6 +12,7 @@ pub mod inquiries;
 pub mod maintenance;
 pub mod models;
 pub mod notes;
+pub mod notifications;
 pub mod tasks;
 pub mod users;
 

@@ -19,7 +19,7 @@ pub struct NewNote {
     pub text: String,
 }
 
-pub(crate) async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, n: NewNote) -> DomainResult<Note> {
+pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, n: NewNote) -> DomainResult<Note> {
     let text = require_text(Some(&n.text), "text")?;
     if text.len() > 10_000 {
         return Err(DomainError::invalid(

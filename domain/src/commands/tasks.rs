@@ -10,7 +10,7 @@ use crate::error::{DomainError, DomainResult};
 use crate::machine::{PRIORITIES, SUBJECT_TYPES, TASK, TASK_TYPES};
 use crate::policy::Permission;
 use crate::rows::{Page, Task};
-use crate::store::{Conn, Db};
+use crate::store::{Conn, Db, Tx};
 use crate::{Ctx, new_id, now, q_all, q_exec, q_opt};
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -101,7 +101,7 @@ fn default_title(kind: &str) -> String {
 }
 
 /// Inserts a task inside the caller's transaction (bookings and automation create tasks too).
-pub(crate) async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> DomainResult<Task> {
+pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> DomainResult<Task> {
     one_of(&t.kind, TASK_TYPES, "type")?;
     let priority = t.priority.clone().unwrap_or_else(|| "normal".into());
     one_of(&priority, PRIORITIES, "priority")?;
@@ -323,6 +323,19 @@ pub async fn assign(
         authorize(db, ctx, Permission::TasksAll, "task").await?;
     }
     let mut tx = db.begin().await?;
+    let after = assign_in(&mut tx, ctx, id, assignee_id, version).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Assigns a task inside a caller's transaction.
+pub async fn assign_in(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    id: Uuid,
+    assignee_id: Option<Uuid>,
+    version: Option<i64>,
+) -> DomainResult<Task> {
     let mut conn = tx.conn();
     let before = load(&mut conn, id).await?;
     check_version("task", version, before.version)?;
@@ -369,7 +382,5 @@ pub async fn assign(
         Some(snapshot(&after)),
     )
     .await?;
-    drop(conn);
-    tx.commit().await?;
     Ok(after)
 }
