@@ -9,6 +9,8 @@ pub struct Config {
     /// `postgres://...` or `sqlite:...`; None means the embedded SQLite file in the data dir.
     pub database_url: Option<String>,
     pub redis_url: Option<String>,
+    /// Prefix of the queues' Redis keys, so deployments can share one Redis.
+    pub queue_prefix: String,
     pub bind: String,
     pub data_dir: PathBuf,
     pub jwt_secret: Option<String>,
@@ -24,13 +26,12 @@ impl Config {
         Ok(Config {
             database_url: var("DATABASE_URL"),
             redis_url: var("REDIS_URL"),
+            queue_prefix: var("VIREL_QUEUE_PREFIX").unwrap_or_else(|| "virel".into()),
             bind: var("VIREL_BIND").unwrap_or_else(|| "0.0.0.0:3000".into()),
             data_dir: PathBuf::from(var("VIREL_DATA_DIR").unwrap_or_else(|| "./data".into())),
             jwt_secret: var("JWT_SECRET"),
             db_max_connections: match var("VIREL_DB_MAX_CONNECTIONS") {
-                Some(v) => v
-                    .parse()
-                    .context("VIREL_DB_MAX_CONNECTIONS must be a number")?,
+                Some(v) => v.parse().context("VIREL_DB_MAX_CONNECTIONS must be a number")?,
                 None => 10,
             },
         })
@@ -45,13 +46,9 @@ impl Config {
         match &self.database_url {
             Some(u) => Ok(u.clone()),
             None => {
-                std::fs::create_dir_all(&self.data_dir).with_context(|| {
-                    format!("cannot create VIREL_DATA_DIR {}", self.data_dir.display())
-                })?;
-                Ok(format!(
-                    "sqlite://{}",
-                    self.data_dir.join("virel.db").display()
-                ))
+                std::fs::create_dir_all(&self.data_dir)
+                    .with_context(|| format!("cannot create VIREL_DATA_DIR {}", self.data_dir.display()))?;
+                Ok(format!("sqlite://{}", self.data_dir.join("virel.db").display()))
             }
         }
     }
@@ -76,8 +73,7 @@ impl Config {
         }
         std::fs::create_dir_all(&self.data_dir)?;
         let secret = virel_domain::commands::auth::random_secret();
-        write_private(&path, &secret)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_private(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(secret.into_bytes())
     }
 }

@@ -3,6 +3,8 @@
 
 mod config;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use config::Config;
@@ -10,11 +12,7 @@ use tokio::sync::watch;
 use virel_domain::Db;
 
 #[derive(Parser)]
-#[command(
-    name = "virel",
-    version,
-    about = "Virel: the operations platform of a booking agency"
-)]
+#[command(name = "virel", version, about = "Virel: the operations platform of a booking agency")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -46,8 +44,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,poem=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn,poem=warn".into()),
         )
         .init();
     let cli = Cli::parse();
@@ -56,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Openapi => {
             // The document does not depend on the database: an in-memory SQLite pool suffices.
             let db = Db::connect("sqlite::memory:", 1).await?;
-            let state = virel_api::AppState::new(db, b"openapi-document-only-no-real-key");
+            let state = virel_api::AppState::new(db, b"openapi-document-only-no-real-key").shared();
             println!("{}", virel_api::openapi_json(state));
             Ok(())
         }
@@ -64,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
             let db = connect(&cfg).await?;
             db.migrate().await?;
             virel_domain::seed::sync_policy(&db).await?;
+            virel_domain::automation::seed_defaults(&db).await?;
             tracing::info!(engine = db.engine(), "migrations applied");
             Ok(())
         }
@@ -73,18 +71,12 @@ async fn main() -> anyhow::Result<()> {
                 db.migrate().await?;
             }
             let wrote = virel_domain::seed::seed_demo(&db).await?;
-            tracing::info!(
-                wrote,
-                "demo data {}",
-                if wrote { "written" } else { "already present" }
-            );
+            tracing::info!(wrote, "demo data {}", if wrote { "written" } else { "already present" });
             Ok(())
         }
         Command::All => run(cfg, true, Some(vec![]), true).await,
         Command::Api => run(cfg, true, None, false).await,
-        Command::Workers { queues } => {
-            run(cfg, false, Some(queues.unwrap_or_default()), false).await
-        }
+        Command::Workers { queues } => run(cfg, false, Some(queues.unwrap_or_default()), false).await,
         Command::Scheduler => run(cfg, false, None, true).await,
     }
 }
@@ -97,32 +89,30 @@ async fn connect(cfg: &Config) -> anyhow::Result<Db> {
 }
 
 /// Runs the chosen roles until SIGTERM or Ctrl-C, then shuts them down gracefully.
-async fn run(
-    cfg: Config,
-    api: bool,
-    workers: Option<Vec<String>>,
-    scheduler: bool,
-) -> anyhow::Result<()> {
+async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bool) -> anyhow::Result<()> {
     let db = connect(&cfg).await?;
     if cfg.embedded() {
         db.migrate().await?;
+        virel_domain::automation::seed_defaults(&db).await?;
         if virel_domain::seed::seed_demo(&db).await? {
             tracing::info!("demo data written (first start)");
         }
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(queues) = workers {
-        let wcfg = virel_workers::WorkerConfig::from_env(&queues)?;
-        let (db, stop) = (db.clone(), stop_rx.clone());
-        tasks.spawn(async move { virel_workers::run(db, wcfg, stop).await });
+    let wcfg = virel_workers::WorkerConfig::from_env(workers.as_deref().unwrap_or_default())?;
+    let queues = open_queues(&cfg, &wcfg).await?;
+    if workers.is_some() {
+        let rt = Arc::new(virel_workers::Runtime::new(db.clone(), queues.clone(), wcfg.retry.clone()));
+        let stop = stop_rx.clone();
+        tasks.spawn(async move { virel_workers::run(rt, wcfg, stop).await });
     }
     if scheduler {
-        let (db, stop) = (db.clone(), stop_rx.clone());
-        tasks.spawn(async move { virel_scheduler::run(db, stop).await });
+        let (db, queues, stop) = (db.clone(), queues.clone(), stop_rx.clone());
+        tasks.spawn(async move { virel_scheduler::run(db, queues, stop).await });
     }
     if api {
-        let state = virel_api::AppState::new(db.clone(), &cfg.jwt_secret()?);
+        let state = virel_api::AppState::new(db.clone(), &cfg.jwt_secret()?).with_queues(Arc::new(queues.clone()));
         let listener = poem::listener::TcpListener::bind(cfg.bind.clone());
         let mut stop = stop_rx.clone();
         let bind = cfg.bind.clone();
@@ -131,9 +121,7 @@ async fn run(
             let port = bind.rsplit(':').next().unwrap_or("3000").to_string();
             tracing::info!("Virel API on {bind}: open http://localhost:{port}/docs");
             if embedded {
-                tracing::info!(
-                    "log in with admin@virel.com / password123 (demo data): POST /api/v1/auth/login"
-                );
+                tracing::info!("log in with admin@virel.com / password123 (demo data): POST /api/v1/auth/login");
             }
             poem::Server::new(listener)
                 .run_with_graceful_shutdown(
@@ -163,14 +151,24 @@ async fn run(
     Ok(())
 }
 
+/// The queues: Redis when `REDIS_URL` is set, else a SQLite file of their own in the data dir.
+async fn open_queues(cfg: &Config, w: &virel_workers::WorkerConfig) -> anyhow::Result<virel_workers::Queues> {
+    Ok(match &cfg.redis_url {
+        Some(url) => virel_workers::Queues::redis(url, &cfg.queue_prefix, &w.liveness).await?,
+        None => {
+            std::fs::create_dir_all(&cfg.data_dir)?;
+            virel_workers::Queues::sqlite(&cfg.data_dir.join("queue.db"), &w.liveness).await?
+        }
+    })
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };

@@ -35,20 +35,12 @@ pub struct Claims {
 
 impl JwtKeys {
     pub fn new(secret: &[u8]) -> JwtKeys {
-        JwtKeys {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-        }
+        JwtKeys { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret) }
     }
 
     pub fn issue(&self, user: &User) -> Result<String, ApiError> {
         let now = chrono::Utc::now().timestamp();
-        let claims = Claims {
-            sub: user.id,
-            role: user.role.clone(),
-            iat: now,
-            exp: now + ACCESS_TTL_SECS,
-        };
+        let claims = Claims { sub: user.id, role: user.role.clone(), iat: now, exp: now + ACCESS_TTL_SECS };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| ApiError::from(virel_domain::DomainError::Internal(format!("jwt: {e}"))))
     }
@@ -56,9 +48,7 @@ impl JwtKeys {
     pub fn verify(&self, token: &str) -> Option<Claims> {
         let mut v = Validation::new(Algorithm::HS256);
         v.leeway = 0;
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
-            .ok()
-            .map(|d| d.claims)
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).ok().map(|d| d.claims)
     }
 }
 
@@ -119,12 +109,7 @@ pub struct UserOut {
 impl From<User> for UserOut {
     fn from(u: User) -> UserOut {
         let permissions = Role::parse(&u.role)
-            .map(|r| {
-                r.permissions()
-                    .iter()
-                    .map(|p| p.as_str().to_string())
-                    .collect()
-            })
+            .map(|r| r.permissions().iter().map(|p| p.as_str().to_string()).collect())
             .unwrap_or_default();
         UserOut {
             id: u.id,
@@ -178,11 +163,7 @@ impl AuthApi {
     /// Log in with email and password. Repeated failures for one email or address are slowed
     /// down and then refused with 429.
     #[oai(path = "/auth/login", method = "post")]
-    async fn login(
-        &self,
-        req: &Request,
-        body: Json<LoginRequest>,
-    ) -> ApiResult<Json<TokenResponse>> {
+    async fn login(&self, req: &Request, body: Json<LoginRequest>) -> ApiResult<Json<TokenResponse>> {
         let (ip, request_id) = request_meta(req);
         let ctx = Ctx::new(virel_domain::Actor::Anonymous).with_request(ip, request_id);
         let s = domain_auth::login(&self.state.db, &ctx, &body.email, &body.password).await?;
@@ -192,11 +173,7 @@ impl AuthApi {
     /// Exchange a refresh token for new tokens. The old one stops working; presenting it
     /// again revokes every token of that login.
     #[oai(path = "/auth/refresh", method = "post")]
-    async fn refresh(
-        &self,
-        req: &Request,
-        body: Json<RefreshRequest>,
-    ) -> ApiResult<Json<TokenResponse>> {
+    async fn refresh(&self, req: &Request, body: Json<RefreshRequest>) -> ApiResult<Json<TokenResponse>> {
         let (ip, request_id) = request_meta(req);
         let ctx = Ctx::new(virel_domain::Actor::Anonymous).with_request(ip, request_id);
         let s = domain_auth::refresh(&self.state.db, &ctx, &body.refresh_token).await?;
@@ -213,11 +190,7 @@ impl AuthApi {
     /// The caller's own account and permissions.
     #[oai(path = "/me", method = "get")]
     async fn me(&self, auth: Auth) -> ApiResult<Json<UserOut>> {
-        let id = auth
-            .0
-            .actor
-            .user_id()
-            .ok_or_else(|| ApiError::unauthorized("no user"))?;
+        let id = auth.0.actor.user_id().ok_or_else(|| ApiError::unauthorized("no user"))?;
         Ok(Json(users::get_self(&self.state.db, id).await?.into()))
     }
 }

@@ -19,10 +19,7 @@ pub struct Money {
 
 impl From<Money> for DMoney {
     fn from(m: Money) -> DMoney {
-        DMoney {
-            amount: m.amount,
-            currency: m.currency,
-        }
+        DMoney { amount: m.amount, currency: m.currency }
     }
 }
 
@@ -38,33 +35,19 @@ pub struct View {
 
 impl View {
     pub fn of(ctx: &Ctx) -> View {
-        View {
-            pii: ctx.sees_pii(),
-        }
+        View { pii: ctx.sees_pii() }
     }
 
     fn phone(&self, v: Option<String>) -> Option<String> {
-        if self.pii {
-            v
-        } else {
-            v.map(|s| mask_phone(&s))
-        }
+        if self.pii { v } else { v.map(|s| mask_phone(&s)) }
     }
 
     fn email(&self, v: Option<String>) -> Option<String> {
-        if self.pii {
-            v
-        } else {
-            v.map(|s| mask_email(&s))
-        }
+        if self.pii { v } else { v.map(|s| mask_email(&s)) }
     }
 
     fn telegram(&self, v: Option<String>) -> Option<String> {
-        if self.pii {
-            v
-        } else {
-            v.map(|s| mask_telegram(&s))
-        }
+        if self.pii { v } else { v.map(|s| mask_telegram(&s)) }
     }
 
     pub fn json(&self, mut v: Value) -> Value {
@@ -113,11 +96,7 @@ impl ClientOut {
             tags: c.tags.0,
             blocked: c.blocked,
             blocked_reason: c.blocked_reason,
-            stats: ClientStats {
-                bookings: c.bookings_count,
-                no_shows: c.no_shows_count,
-                spend: c.spend_amount,
-            },
+            stats: ClientStats { bookings: c.bookings_count, no_shows: c.no_shows_count, spend: c.spend_amount },
             created_at: c.created_at,
             updated_at: c.updated_at,
             version: c.version,
@@ -227,9 +206,7 @@ impl InquiryOut {
             duration_minutes: i.duration_minutes,
             location: i.location,
             preferences: i.preferences.0,
-            budget: i
-                .budget_amount
-                .map(|a| money(a, i.budget_currency.unwrap_or_default())),
+            budget: i.budget_amount.map(|a| money(a, i.budget_currency.unwrap_or_default())),
             model_id: i.model_id,
             assignee_id: i.assignee_id,
             proposal: i.proposal.map(|p| p.0),

@@ -23,13 +23,7 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     pub fn new(code: &str, message: impl Into<String>, details: Value) -> ErrorBody {
-        ErrorBody {
-            error: ErrorInfo {
-                code: code.into(),
-                message: message.into(),
-                details,
-            },
-        }
+        ErrorBody { error: ErrorInfo { code: code.into(), message: message.into(), details } }
     }
 }
 
@@ -66,19 +60,11 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn bad_request(msg: impl Into<String>) -> ApiError {
-        ApiError::BadRequest(Json(ErrorBody::new(
-            "bad_request",
-            msg,
-            Value::Object(Default::default()),
-        )))
+        ApiError::BadRequest(Json(ErrorBody::new("bad_request", msg, Value::Object(Default::default()))))
     }
 
     pub fn unauthorized(msg: impl Into<String>) -> ApiError {
-        ApiError::Unauthorized(Json(ErrorBody::new(
-            "unauthorized",
-            msg,
-            Value::Object(Default::default()),
-        )))
+        ApiError::Unauthorized(Json(ErrorBody::new("unauthorized", msg, Value::Object(Default::default()))))
     }
 }
 
@@ -112,11 +98,7 @@ pub async fn render_error(err: poem::Error) -> Response {
     if err.is::<poem_openapi::error::AuthorizationError>() {
         return json_response(
             StatusCode::UNAUTHORIZED,
-            ErrorBody::new(
-                "unauthorized",
-                "a valid bearer token is required",
-                Value::Object(Default::default()),
-            ),
+            ErrorBody::new("unauthorized", "a valid bearer token is required", Value::Object(Default::default())),
         );
     }
     let status = err.status();
@@ -144,10 +126,7 @@ pub async fn render_error(err: poem::Error) -> Response {
     } else {
         err.to_string()
     };
-    json_response(
-        status,
-        ErrorBody::new(code, message, Value::Object(Default::default())),
-    )
+    json_response(status, ErrorBody::new(code, message, Value::Object(Default::default())))
 }
 
 pub fn json_response(status: StatusCode, body: ErrorBody) -> Response {

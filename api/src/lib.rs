@@ -15,6 +15,7 @@ use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 use virel_domain::Db;
+use virel_domain::jobs::QueueBackend;
 
 pub use auth::JwtKeys;
 use error::{ErrorBody, json_response, render_error};
@@ -26,15 +27,22 @@ pub struct AppState {
     pub db: Db,
     pub jwt: JwtKeys,
     pub started: Instant,
+    /// The queues, to show and retry their jobs; None where the API runs without them.
+    pub queues: Option<Arc<dyn QueueBackend>>,
 }
 
 impl AppState {
-    pub fn new(db: Db, jwt_secret: &[u8]) -> Arc<AppState> {
-        Arc::new(AppState {
-            db,
-            jwt: JwtKeys::new(jwt_secret),
-            started: Instant::now(),
-        })
+    pub fn new(db: Db, jwt_secret: &[u8]) -> AppState {
+        AppState { db, jwt: JwtKeys::new(jwt_secret), started: Instant::now(), queues: None }
+    }
+
+    pub fn with_queues(mut self, q: Arc<dyn QueueBackend>) -> Arc<AppState> {
+        self.queues = Some(q);
+        Arc::new(self)
+    }
+
+    pub fn shared(self) -> Arc<AppState> {
+        Arc::new(self)
     }
 }
 
@@ -60,6 +68,8 @@ pub enum ApiTags {
     Users,
     /// The append-only audit log.
     Audit,
+    /// Automation rules, dry runs and executions.
+    Automation,
     /// Health and monitoring.
     System,
 }
@@ -83,23 +93,11 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
     Route::new()
         .at(
             "/api/v1/openapi.json",
-            make_sync(move |_| {
-                Response::builder()
-                    .content_type("application/json")
-                    .body(spec.clone())
-            }),
+            make_sync(move |_| Response::builder().content_type("application/json").body(spec.clone())),
         )
         .nest("/api/v1", service)
         .nest("/docs", docs)
-        .at(
-            "/",
-            make_sync(|_| {
-                Response::builder()
-                    .status(StatusCode::FOUND)
-                    .header("location", "/docs")
-                    .finish()
-            }),
-        )
+        .at("/", make_sync(|_| Response::builder().status(StatusCode::FOUND).header("location", "/docs").finish()))
         .data(state)
         .around(body_limit)
         .catch_all_error(render_error)
@@ -117,16 +115,8 @@ pub fn request_meta(req: &Request) -> (Option<String>, Option<String>) {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(',').next())
         .map(|s| s.trim().to_string())
-        .or_else(|| {
-            req.remote_addr()
-                .as_socket_addr()
-                .map(|a| a.ip().to_string())
-        });
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
+        .or_else(|| req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()));
+    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(String::from);
     (ip, request_id)
 }
 
@@ -154,11 +144,8 @@ async fn request_id<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Resp
 
 /// Refuses bodies over `MAX_BODY_BYTES` (413), whether or not they declare their length.
 async fn body_limit<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
-    let declared = req
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let too_large = || {
         json_response(
             StatusCode::PAYLOAD_TOO_LARGE,

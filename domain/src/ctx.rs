@@ -68,13 +68,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(actor: Actor) -> Ctx {
-        Ctx {
-            actor,
-            ip: None,
-            request_id: None,
-            causation_id: None,
-            depth: 0,
-        }
+        Ctx { actor, ip: None, request_id: None, causation_id: None, depth: 0 }
     }
 
     pub fn system() -> Ctx {
@@ -106,10 +100,6 @@ impl Ctx {
     }
 
     pub fn require_quiet(&self, p: Permission) -> DomainResult<()> {
-        if self.can(p) {
-            Ok(())
-        } else {
-            Err(DomainError::forbidden(p))
-        }
+        if self.can(p) { Ok(()) } else { Err(DomainError::forbidden(p)) }
     }
 }

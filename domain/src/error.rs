@@ -11,19 +11,11 @@ pub enum DomainError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{entity} cannot go from {from} to {to}")]
-    InvalidTransition {
-        entity: &'static str,
-        from: String,
-        to: String,
-        allowed: Vec<&'static str>,
-    },
+    InvalidTransition { entity: &'static str, from: String, to: String, allowed: Vec<&'static str> },
     #[error("the model already has a booking at that time")]
     BookingOverlap { conflicting_booking_id: uuid::Uuid },
     #[error("the {entity} was changed by someone else; reload and try again")]
-    VersionConflict {
-        entity: &'static str,
-        current_version: Option<i64>,
-    },
+    VersionConflict { entity: &'static str, current_version: Option<i64> },
     #[error("{0}")]
     Duplicate(String),
     /// Well-formed but invalid input (422).
@@ -31,10 +23,7 @@ pub enum DomainError {
     Invalid(String),
     /// A state machine guard refused an otherwise allowed transition (409).
     #[error("{message}")]
-    GuardFailed {
-        guard: &'static str,
-        message: String,
-    },
+    GuardFailed { guard: &'static str, message: String },
     #[error("too many attempts; retry in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
     /// A dependency is down; nothing was written (503).
@@ -50,9 +39,7 @@ impl DomainError {
     }
 
     pub fn forbidden(permission: crate::policy::Permission) -> Self {
-        DomainError::Forbidden {
-            permission: permission.as_str().to_string(),
-        }
+        DomainError::Forbidden { permission: permission.as_str().to_string() }
     }
 
     /// The stable machine-readable code of the error shape.
@@ -93,19 +80,13 @@ impl DomainError {
     /// Structured details for the error shape; never secrets or internals.
     pub fn details(&self) -> Value {
         match self {
-            DomainError::InvalidTransition {
-                from, to, allowed, ..
-            } => {
+            DomainError::InvalidTransition { from, to, allowed, .. } => {
                 json!({"from": from, "to": to, "allowed": allowed})
             }
-            DomainError::BookingOverlap {
-                conflicting_booking_id,
-            } => {
+            DomainError::BookingOverlap { conflicting_booking_id } => {
                 json!({"conflicting_booking_id": conflicting_booking_id})
             }
-            DomainError::VersionConflict {
-                current_version, ..
-            } => {
+            DomainError::VersionConflict { current_version, .. } => {
                 json!({"current_version": current_version})
             }
             DomainError::Forbidden { permission } => json!({"permission": permission}),

@@ -16,11 +16,7 @@ impl Machine {
     }
 
     pub fn allowed_from(&self, from: &str) -> Vec<&'static str> {
-        self.transitions
-            .iter()
-            .filter(|(f, _)| *f == from)
-            .map(|(_, t)| *t)
-            .collect()
+        self.transitions.iter().filter(|(f, _)| *f == from).map(|(_, t)| *t).collect()
     }
 
     pub fn allows(&self, from: &str, to: &str) -> bool {
@@ -44,14 +40,7 @@ impl Machine {
 
 pub const INQUIRY: Machine = Machine {
     entity: "inquiry",
-    states: &[
-        "new",
-        "qualified",
-        "awaiting_client",
-        "awaiting_deposit",
-        "converted",
-        "lost",
-    ],
+    states: &["new", "qualified", "awaiting_client", "awaiting_deposit", "converted", "lost"],
     transitions: &[
         ("new", "qualified"),
         ("qualified", "awaiting_client"),
@@ -67,16 +56,7 @@ pub const INQUIRY: Machine = Machine {
 
 pub const BOOKING: Machine = Machine {
     entity: "booking",
-    states: &[
-        "draft",
-        "pending",
-        "deposit_required",
-        "confirmed",
-        "in_progress",
-        "completed",
-        "cancelled",
-        "no_show",
-    ],
+    states: &["draft", "pending", "deposit_required", "confirmed", "in_progress", "completed", "cancelled", "no_show"],
     transitions: &[
         ("draft", "pending"),
         ("pending", "deposit_required"),
@@ -93,8 +73,7 @@ pub const BOOKING: Machine = Machine {
 };
 
 /// Booking states that hold the model's time: two of these may not overlap.
-pub const BOOKING_HOLDS_TIME: &[&str] =
-    &["pending", "deposit_required", "confirmed", "in_progress"];
+pub const BOOKING_HOLDS_TIME: &[&str] = &["pending", "deposit_required", "confirmed", "in_progress"];
 
 pub const TASK: Machine = Machine {
     entity: "task",
@@ -120,15 +99,8 @@ pub const EXCEPTION: Machine = Machine {
     terminal: &["resolved", "dismissed"],
 };
 
-pub const TASK_TYPES: &[&str] = &[
-    "confirm_booking",
-    "follow_up",
-    "deposit_reminder",
-    "notify_model",
-    "safety_check",
-    "contact_client",
-    "custom",
-];
+pub const TASK_TYPES: &[&str] =
+    &["confirm_booking", "follow_up", "deposit_reminder", "notify_model", "safety_check", "contact_client", "custom"];
 pub const PRIORITIES: &[&str] = &["critical", "high", "normal", "low"];
 pub const EXCEPTION_TYPES: &[&str] = &[
     "payment_failed",
@@ -144,15 +116,7 @@ pub const EXCEPTION_TYPES: &[&str] = &[
 pub const SEVERITIES: &[&str] = &["critical", "high", "medium", "low"];
 pub const INQUIRY_SOURCES: &[&str] = &["web", "phone", "telegram", "email", "partner"];
 pub const CHANNELS: &[&str] = &["telegram", "sms", "email", "phone"];
-pub const SUBJECT_TYPES: &[&str] = &[
-    "inquiry",
-    "booking",
-    "client",
-    "model",
-    "task",
-    "exception",
-    "payment",
-];
+pub const SUBJECT_TYPES: &[&str] = &["inquiry", "booking", "client", "model", "task", "exception", "payment"];
 
 #[cfg(test)]
 mod tests {

@@ -12,13 +12,7 @@ pub enum Role {
     Finance,
 }
 
-pub const ALL_ROLES: [Role; 5] = [
-    Role::Owner,
-    Role::OpsManager,
-    Role::Operator,
-    Role::ContentManager,
-    Role::Finance,
-];
+pub const ALL_ROLES: [Role; 5] = [Role::Owner, Role::OpsManager, Role::Operator, Role::ContentManager, Role::Finance];
 
 impl Role {
     pub fn as_str(self) -> &'static str {
@@ -65,6 +59,7 @@ impl Role {
                 AutomationWrite,
                 AuditRead,
                 SystemRead,
+                SystemManage,
                 ActionCenterRead,
                 UsersRead,
             ],
@@ -144,6 +139,7 @@ permissions! {
     AutomationWrite = "automation:write",
     AuditRead = "audit:read",
     SystemRead = "system:read",
+    SystemManage = "system:manage",
     ActionCenterRead = "action_center:read",
 }
 

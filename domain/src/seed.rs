@@ -37,18 +37,10 @@ pub async fn sync_policy(db: &Db) -> DomainResult<()> {
     let mut conn = tx.conn();
     q_exec!(&mut conn, "DELETE FROM role_permissions")?;
     for p in ALL_PERMISSIONS {
-        q_exec!(
-            &mut conn,
-            "INSERT INTO permissions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-            p.as_str()
-        )?;
+        q_exec!(&mut conn, "INSERT INTO permissions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", p.as_str())?;
     }
     for r in ALL_ROLES {
-        q_exec!(
-            &mut conn,
-            "INSERT INTO roles (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-            r.as_str()
-        )?;
+        q_exec!(&mut conn, "INSERT INTO roles (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", r.as_str())?;
         for p in r.permissions() {
             q_exec!(
                 &mut conn,
@@ -66,10 +58,7 @@ pub async fn sync_policy(db: &Db) -> DomainResult<()> {
 pub async fn seed_demo(db: &Db) -> DomainResult<bool> {
     sync_policy(db).await?;
     let ctx = Ctx::system();
-    if users::find_by_email(&mut db.acquire().await?.conn(), DEMO_USERS[0].0)
-        .await?
-        .is_some()
-    {
+    if users::find_by_email(&mut db.acquire().await?.conn(), DEMO_USERS[0].0).await?.is_some() {
         return Ok(false);
     }
     // One hash for the shared demo password: argon2id is deliberately slow.
@@ -77,32 +66,17 @@ pub async fn seed_demo(db: &Db) -> DomainResult<bool> {
     let mut tx = db.begin().await?;
     let mut ids = Vec::new();
     for (email, name, role) in DEMO_USERS {
-        ids.push(
-            users::insert_hashed(&mut tx.conn(), &ctx, email, name, *role, &hash)
-                .await?
-                .id,
-        );
+        ids.push(users::insert_hashed(&mut tx.conn(), &ctx, email, name, *role, &hash).await?.id);
     }
     tx.commit().await?;
     let lukas = ids[2];
     let sasha = ids[3];
 
-    let gbp = |amount| Money {
-        amount,
-        currency: "GBP".into(),
-    };
+    let gbp = |amount| Money { amount, currency: "GBP".into() };
     let rates = |hour: i64| {
         vec![
-            Rate {
-                duration_minutes: 60,
-                amount: hour,
-                currency: "GBP".into(),
-            },
-            Rate {
-                duration_minutes: 120,
-                amount: hour * 2 - hour / 5,
-                currency: "GBP".into(),
-            },
+            Rate { duration_minutes: 60, amount: hour, currency: "GBP".into() },
+            Rate { duration_minutes: 120, amount: hour * 2 - hour / 5, currency: "GBP".into() },
         ]
     };
     let mut model_ids = Vec::new();
@@ -131,34 +105,10 @@ pub async fn seed_demo(db: &Db) -> DomainResult<bool> {
 
     let mut client_ids = Vec::new();
     for (name, phone, email, tg, ch) in [
-        (
-            "James Whitfield",
-            "+447700900123",
-            "james@example.com",
-            Some("@jwhitfield"),
-            "telegram",
-        ),
-        (
-            "Oliver Grant",
-            "+447700900456",
-            "oliver@example.com",
-            None,
-            "sms",
-        ),
-        (
-            "Henry Clarke",
-            "+447700900789",
-            "henry@example.com",
-            Some("@hclarke"),
-            "email",
-        ),
-        (
-            "William Hart",
-            "+447700900321",
-            "will@example.com",
-            None,
-            "sms",
-        ),
+        ("James Whitfield", "+447700900123", "james@example.com", Some("@jwhitfield"), "telegram"),
+        ("Oliver Grant", "+447700900456", "oliver@example.com", None, "sms"),
+        ("Henry Clarke", "+447700900789", "henry@example.com", Some("@hclarke"), "email"),
+        ("William Hart", "+447700900321", "will@example.com", None, "sms"),
     ] {
         let c = clients::create(
             db,
@@ -213,16 +163,7 @@ pub async fn seed_demo(db: &Db) -> DomainResult<bool> {
         },
     )
     .await?;
-    bookings::transition(
-        db,
-        &ctx,
-        b.id,
-        BookingTransition {
-            status: "pending".into(),
-            ..Default::default()
-        },
-    )
-    .await?;
+    bookings::transition(db, &ctx, b.id, BookingTransition { status: "pending".into(), ..Default::default() }).await?;
     bookings::create(
         db,
         &ctx,

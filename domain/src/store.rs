@@ -128,7 +128,15 @@ impl Tx {
         }
     }
 
+    /// Commits, and wakes this process's outbox relay: the commit may have written events.
     pub async fn commit(self) -> Result<(), DomainError> {
+        self.commit_quiet().await?;
+        crate::outbox::WAKE.notify_one();
+        Ok(())
+    }
+
+    /// Commits without waking the relay (the relay's own transactions).
+    pub async fn commit_quiet(self) -> Result<(), DomainError> {
         match self {
             Tx::Pg(t) => t.commit().await?,
             Tx::Lite(t) => t.commit().await?,
@@ -138,24 +146,16 @@ impl Tx {
 
     /// Takes the row lock that serialises writers of one parent row (a model's bookings).
     /// PostgreSQL locks the row until commit; SQLite already holds the database write lock.
-    pub async fn lock_row(
-        &mut self,
-        table: LockTable,
-        id: uuid::Uuid,
-    ) -> Result<bool, DomainError> {
+    pub async fn lock_row(&mut self, table: LockTable, id: uuid::Uuid) -> Result<bool, DomainError> {
         let n = match (self, table) {
-            (Tx::Pg(t), LockTable::Models) => {
-                sqlx::query("SELECT id FROM models WHERE id = $1 FOR UPDATE")
-                    .bind(id)
-                    .fetch_optional(&mut **t)
-                    .await?
-                    .is_some()
-            }
-            (Tx::Lite(t), LockTable::Models) => sqlx::query("SELECT id FROM models WHERE id = $1")
+            (Tx::Pg(t), LockTable::Models) => sqlx::query("SELECT id FROM models WHERE id = $1 FOR UPDATE")
                 .bind(id)
                 .fetch_optional(&mut **t)
                 .await?
                 .is_some(),
+            (Tx::Lite(t), LockTable::Models) => {
+                sqlx::query("SELECT id FROM models WHERE id = $1").bind(id).fetch_optional(&mut **t).await?.is_some()
+            }
         };
         Ok(n)
     }

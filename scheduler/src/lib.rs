@@ -9,8 +9,10 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use cron::Schedule;
 use tokio::sync::watch;
+use virel_domain::automation;
 use virel_domain::commands::maintenance;
-use virel_domain::{Ctx, Db, DomainResult};
+use virel_domain::{Db, DomainResult};
+use virel_workers::{Job as WJob, JobKind, Queues};
 
 pub const LEASE: &str = "scheduler";
 const LEASE_TTL_SECS: i64 = 15;
@@ -21,16 +23,23 @@ pub struct Job {
     pub cron: &'static str,
 }
 
-pub const JOBS: &[Job] = &[Job {
-    name: "retention",
-    cron: "0 */10 * * * *",
-}];
+pub const JOBS: &[Job] = &[Job { name: "retention", cron: "0 */10 * * * *" }];
 
-async fn run_job(db: &Db, name: &str) -> DomainResult<()> {
+/// One tick's work. Only enqueueing: the workers do the rest.
+async fn run_job(db: &Db, queues: &Queues, name: &str) -> DomainResult<()> {
     match name {
         "retention" => {
-            let p = maintenance::purge_expired(db, &Ctx::system()).await?;
-            tracing::info!(?p, "retention run");
+            let job = WJob::new(JobKind::Retention);
+            queues.push(job.kind.queue(), job, None).await?;
+        }
+        "delayed_actions" => {
+            // Claimed (scheduled → queued) before the push; a claim whose push never ran is
+            // put back after a while, so a crash between the two loses nothing.
+            automation::requeue_stale_claims(db, Duration::minutes(5)).await?;
+            for id in automation::claim_due_actions(db, 500).await? {
+                let job = WJob::new(JobKind::DelayedAction { execution_id: id });
+                queues.push(job.kind.queue(), job, None).await?;
+            }
         }
         other => tracing::warn!(job = other, "unknown schedule"),
     }
@@ -38,26 +47,17 @@ async fn run_job(db: &Db, name: &str) -> DomainResult<()> {
 }
 
 /// Runs until `stop` turns true. Standby while another process holds the lease.
-pub async fn run(db: Db, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(db: Db, queues: Queues, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let holder = format!("{}:{}", hostname(), uuid::Uuid::now_v7());
     let schedules: Vec<(&Job, Schedule)> = JOBS
         .iter()
-        .map(|j| {
-            Schedule::from_str(j.cron)
-                .map(|s| (j, s))
-                .map_err(|e| anyhow::anyhow!("bad cron {}: {e}", j.cron))
-        })
+        .map(|j| Schedule::from_str(j.cron).map(|s| (j, s)).map_err(|e| anyhow::anyhow!("bad cron {}: {e}", j.cron)))
         .collect::<Result<_, _>>()?;
-    let mut next: Vec<Option<DateTime<Utc>>> = schedules
-        .iter()
-        .map(|(_, s)| s.upcoming(Utc).next())
-        .collect();
+    let mut next: Vec<Option<DateTime<Utc>>> = schedules.iter().map(|(_, s)| s.upcoming(Utc).next()).collect();
     let mut leading = false;
     tracing::info!(holder = %holder, "scheduler started");
     loop {
-        match maintenance::acquire_lease(&db, LEASE, &holder, Duration::seconds(LEASE_TTL_SECS))
-            .await
-        {
+        match maintenance::acquire_lease(&db, LEASE, &holder, Duration::seconds(LEASE_TTL_SECS)).await {
             Ok(now_leading) => {
                 if now_leading != leading {
                     tracing::info!(leading = now_leading, "scheduler lease");
@@ -81,7 +81,7 @@ pub async fn run(db: Db, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> 
             }
             match maintenance::claim_tick(&db, job.name, due, &holder).await {
                 Ok(true) => {
-                    if let Err(e) = run_job(&db, job.name).await {
+                    if let Err(e) = run_job(&db, &queues, job.name).await {
                         tracing::error!(job = job.name, error = %e, "scheduled job failed");
                     }
                 }
@@ -102,8 +102,5 @@ pub async fn run(db: Db, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> 
 }
 
 fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "virel".into())
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "virel".into())
 }

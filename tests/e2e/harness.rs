@@ -37,10 +37,7 @@ impl Drop for Guard {
                 let (url, name) = (admin_url.clone(), name.clone());
                 // Drop runs inside the test's runtime: use a thread with its own.
                 let _ = std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                     rt.block_on(async move {
                         if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
                             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -58,8 +55,7 @@ impl Drop for Guard {
 }
 
 pub fn pg_admin_url() -> String {
-    std::env::var("DATABASE_TEST_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DATABASE_TEST_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn with_database(url: &str, name: &str) -> String {
@@ -78,9 +74,7 @@ pub async fn fresh_db(engine: Engine) -> (Db, GuardHandle) {
         Engine::Sqlite => {
             let dir = std::env::temp_dir().join(format!("virel-test-{tag}"));
             std::fs::create_dir_all(&dir).unwrap();
-            let db = Db::connect(&format!("sqlite://{}", dir.join("virel.db").display()), 8)
-                .await
-                .unwrap();
+            let db = Db::connect(&format!("sqlite://{}", dir.join("virel.db").display()), 8).await.unwrap();
             db.migrate().await.unwrap();
             virel_domain::seed::seed_demo(&db).await.unwrap();
             (db, GuardHandle(Guard::Dir(dir)))
@@ -88,20 +82,10 @@ pub async fn fresh_db(engine: Engine) -> (Db, GuardHandle) {
         Engine::Postgres => {
             let admin = pg_admin_url();
             let name = format!("virel_test_{tag}");
-            let mut c = sqlx::PgConnection::connect(&admin)
-                .await
-                .expect("PostgreSQL for tests (DATABASE_TEST_URL)");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut c)
-                .await
-                .unwrap();
-            let guard = GuardHandle(Guard::PgDatabase {
-                admin_url: admin.clone(),
-                name: name.clone(),
-            });
-            let db = Db::connect(&with_database(&admin, &name), 16)
-                .await
-                .unwrap();
+            let mut c = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL for tests (DATABASE_TEST_URL)");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await.unwrap();
+            let guard = GuardHandle(Guard::PgDatabase { admin_url: admin.clone(), name: name.clone() });
+            let db = Db::connect(&with_database(&admin, &name), 16).await.unwrap();
             db.migrate().await.unwrap();
             virel_domain::seed::seed_demo(&db).await.unwrap();
             (db, guard)
@@ -114,16 +98,10 @@ pub struct GuardHandle(Guard);
 impl TestApp {
     pub async fn start(engine: Engine) -> TestApp {
         let (db, guard) = fresh_db(engine).await;
-        let state = virel_api::AppState::new(db.clone(), b"test-secret-test-secret-test-secret!");
-        let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(
-            "127.0.0.1:0",
-        ))
-        .await
-        .unwrap();
-        let addr = poem::listener::Acceptor::local_addr(&acceptor)[0]
-            .as_socket_addr()
-            .cloned()
-            .unwrap();
+        let state = virel_api::AppState::new(db.clone(), b"test-secret-test-secret-test-secret!").shared();
+        let acceptor =
+            poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0")).await.unwrap();
+        let addr = poem::listener::Acceptor::local_addr(&acceptor)[0].as_socket_addr().cloned().unwrap();
         let app = virel_api::app(state);
         let server = tokio::spawn(async move {
             let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
@@ -139,13 +117,7 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str) -> String {
-        let (s, body) = self
-            .post(
-                None,
-                "/auth/login",
-                json!({"email": email, "password": "password123"}),
-            )
-            .await;
+        let (s, body) = self.post(None, "/auth/login", json!({"email": email, "password": "password123"})).await;
         assert_eq!(s, StatusCode::OK, "login {email}: {body}");
         body["access_token"].as_str().unwrap().to_string()
     }
@@ -167,27 +139,21 @@ impl TestApp {
         let resp = req.send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, value)
     }
 
     pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
-        self.send(reqwest::Method::GET, Some(token), path, None)
-            .await
+        self.send(reqwest::Method::GET, Some(token), path, None).await
     }
 
     pub async fn post(&self, token: Option<&str>, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::POST, token, path, Some(body))
-            .await
+        self.send(reqwest::Method::POST, token, path, Some(body)).await
     }
 
     pub async fn patch(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::PATCH, Some(token), path, Some(body))
-            .await
+        self.send(reqwest::Method::PATCH, Some(token), path, Some(body)).await
     }
 
     /// Posts and insists on `expect`, returning the body.
@@ -216,15 +182,7 @@ impl TestApp {
     pub async fn user_id(&self, email: &str) -> String {
         let admin = self.login("admin@virel.com").await;
         let (_, b) = self.get(&admin, "/users?limit=200").await;
-        b["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["email"] == email)
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        b["items"].as_array().unwrap().iter().find(|u| u["email"] == email).unwrap()["id"].as_str().unwrap().to_string()
     }
 }
 

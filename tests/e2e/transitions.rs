@@ -102,15 +102,11 @@ impl Table {
 }
 
 fn id(rec: &Value) -> &str {
-    rec["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {rec}"))
+    rec["id"].as_str().unwrap_or_else(|| panic!("no id in {rec}"))
 }
 
 fn version(rec: &Value) -> i64 {
-    rec["version"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no version in {rec}"))
+    rec["version"].as_i64().unwrap_or_else(|| panic!("no version in {rec}"))
 }
 
 fn set(v: &Value) -> BTreeSet<String> {
@@ -124,39 +120,17 @@ fn set(v: &Value) -> BTreeSet<String> {
 /// Domain events of one type, straight from the database (`count` takes static SQL).
 async fn events(app: &TestApp, kind: &str) -> i64 {
     let sql = match kind {
-        "inquiry.status_changed" => {
-            "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'inquiry.status_changed'"
-        }
-        "inquiry.converted" => {
-            "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'inquiry.converted'"
-        }
-        "booking.status_changed" => {
-            "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'booking.status_changed'"
-        }
-        "booking.confirmed" => {
-            "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'booking.confirmed'"
-        }
-        "booking.cancelled" => {
-            "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'booking.cancelled'"
-        }
-        "booking.no_show" => {
-            "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'booking.no_show'"
-        }
-        "booking.completed" => {
-            "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'booking.completed'"
-        }
-        "payment.requested" => {
-            "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'payment.requested'"
-        }
-        "task.status_changed" => {
-            "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'task.status_changed'"
-        }
-        "exception.status_changed" => {
-            "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'exception.status_changed'"
-        }
-        "exception.resolved" => {
-            "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'exception.resolved'"
-        }
+        "inquiry.status_changed" => "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'inquiry.status_changed'",
+        "inquiry.converted" => "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'inquiry.converted'",
+        "booking.status_changed" => "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'booking.status_changed'",
+        "booking.confirmed" => "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'booking.confirmed'",
+        "booking.cancelled" => "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'booking.cancelled'",
+        "booking.no_show" => "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'booking.no_show'",
+        "booking.completed" => "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'booking.completed'",
+        "payment.requested" => "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'payment.requested'",
+        "task.status_changed" => "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'task.status_changed'",
+        "exception.status_changed" => "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'exception.status_changed'",
+        "exception.resolved" => "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'exception.resolved'",
         other => panic!("no query for event {other}"),
     };
     app.count(sql).await
@@ -177,12 +151,7 @@ fn specific_event(entity: &str, to: &str) -> Option<&'static str> {
 
 /// Audit rows of one record, newest first (as admin).
 async fn audit(app: &TestApp, admin: &str, entity: &str, rec_id: &str) -> Vec<Value> {
-    let (s, b) = app
-        .get(
-            admin,
-            &format!("/audit?entity_type={entity}&entity_id={rec_id}&limit=200"),
-        )
-        .await;
+    let (s, b) = app.get(admin, &format!("/audit?entity_type={entity}&entity_id={rec_id}&limit=200")).await;
     assert_eq!(s, StatusCode::OK, "audit: {b}");
     b["items"].as_array().unwrap().clone()
 }
@@ -231,11 +200,7 @@ async fn expect_unchanged(app: &TestApp, admin: &str, t: &Table, before: &Seen, 
     let now = fetch(app, admin, t, &before.rec).await;
     assert_eq!(now["status"], before.status.as_str(), "{what}: status");
     assert_eq!(version(&now), before.version, "{what}: version");
-    assert_eq!(
-        audit(app, admin, t.entity, id(&now)).await.len(),
-        before.audit,
-        "{what}: no audit row"
-    );
+    assert_eq!(audit(app, admin, t.entity, id(&now)).await.len(), before.audit, "{what}: no audit row");
     assert_eq!(
         events(app, &format!("{}.status_changed", t.entity)).await,
         before.changed,
@@ -277,11 +242,7 @@ async fn expect_moved(app: &TestApp, admin: &str, t: &Table, before: &Seen, to: 
     assert_eq!(version(&now), before.version + 1, "{what}: version");
     let rows = audit(app, admin, t.entity, id(&now)).await;
     assert_eq!(rows.len(), before.audit + 1, "{what}: one audit row");
-    assert_eq!(
-        rows[0]["before"]["status"],
-        before.status.as_str(),
-        "{what}"
-    );
+    assert_eq!(rows[0]["before"]["status"], before.status.as_str(), "{what}");
     assert_eq!(rows[0]["after"]["status"], to, "{what}: {}", rows[0]);
     assert_eq!(
         events(app, &format!("{}.status_changed", t.entity)).await,
@@ -365,18 +326,9 @@ fn convert_body(rec: &Value) -> Value {
 }
 
 /// Applies `steps` through `/status`, each of which must succeed.
-async fn walk(
-    app: &TestApp,
-    token: &str,
-    t: &Table,
-    mut rec: Value,
-    steps: &[&str],
-    body: Move,
-) -> Value {
+async fn walk(app: &TestApp, token: &str, t: &Table, mut rec: Value, steps: &[&str], body: Move) -> Value {
     for step in steps {
-        rec = app
-            .ok(token, &t.url(&rec, "/status"), body(&rec, step), 200)
-            .await;
+        rec = app.ok(token, &t.url(&rec, "/status"), body(&rec, step), 200).await;
         assert_eq!(rec["status"], *step, "walking {} to {step}", t.entity);
     }
     rec
@@ -398,14 +350,7 @@ async fn inquiry_in(app: &TestApp, token: &str, state: &str) -> Value {
     if state != "converted" {
         return rec;
     }
-    let booking = app
-        .ok(
-            token,
-            &INQUIRY.url(&rec, "/convert-to-booking"),
-            convert_body(&rec),
-            201,
-        )
-        .await;
+    let booking = app.ok(token, &INQUIRY.url(&rec, "/convert-to-booking"), convert_body(&rec), 201).await;
     assert_eq!(booking["status"], "pending");
     fetch(app, token, &INQUIRY, &rec).await
 }
@@ -419,13 +364,7 @@ async fn booking_in(app: &TestApp, token: &str, state: &str) -> Value {
         "deposit_required" => &["pending", "deposit_required"],
         "confirmed" => &["pending", "deposit_required", "confirmed"],
         "in_progress" => &["pending", "deposit_required", "confirmed", "in_progress"],
-        "completed" => &[
-            "pending",
-            "deposit_required",
-            "confirmed",
-            "in_progress",
-            "completed",
-        ],
+        "completed" => &["pending", "deposit_required", "confirmed", "in_progress", "completed"],
         "cancelled" => &["cancelled"],
         "no_show" => &["pending", "deposit_required", "confirmed", "no_show"],
         other => panic!("no booking state {other}"),
@@ -436,13 +375,7 @@ async fn booking_in(app: &TestApp, token: &str, state: &str) -> Value {
 }
 
 async fn new_task(app: &TestApp, token: &str) -> Value {
-    app.ok(
-        token,
-        "/tasks",
-        json!({"type": "follow_up", "title": "Call the client back"}),
-        201,
-    )
-    .await
+    app.ok(token, "/tasks", json!({"type": "follow_up", "title": "Call the client back"}), 201).await
 }
 
 /// A fresh task in `state`, by the shortest path.
@@ -460,13 +393,7 @@ async fn task_in(app: &TestApp, token: &str, state: &str) -> Value {
 }
 
 async fn new_exception(app: &TestApp, token: &str) -> Value {
-    app.ok(
-        token,
-        "/exceptions",
-        json!({"type": "no_show_risk", "severity": "medium"}),
-        201,
-    )
-    .await
+    app.ok(token, "/exceptions", json!({"type": "no_show_risk", "severity": "medium"}), 201).await
 }
 
 /// A fresh exception in `state`, by the shortest path.
@@ -492,13 +419,7 @@ both_engines!(inquiry_table, async |app: TestApp| {
         for to in INQUIRY.states() {
             let rec = inquiry_in(&app, &admin, from).await;
             let before = seen(&app, &admin, &INQUIRY, &rec, to).await;
-            let answer = app
-                .post(
-                    Some(&admin),
-                    &INQUIRY.url(&rec, "/status"),
-                    inquiry_move(&rec, to),
-                )
-                .await;
+            let answer = app.post(Some(&admin), &INQUIRY.url(&rec, "/status"), inquiry_move(&rec, to)).await;
             if to == "converted" && INQUIRY.allows(from, to) {
                 // Allowed by the table, but only through convert-to-booking.
                 expect_refused(&app, &admin, &INQUIRY, &before, to, answer, "guard_failed").await;
@@ -520,24 +441,9 @@ both_engines!(inquiry_table, async |app: TestApp| {
     for from in INQUIRY.states() {
         let rec = inquiry_in(&app, &admin, from).await;
         let before = seen(&app, &admin, &INQUIRY, &rec, "converted").await;
-        let (s, body) = app
-            .post(
-                Some(&admin),
-                &INQUIRY.url(&rec, "/convert-to-booking"),
-                convert_body(&rec),
-            )
-            .await;
+        let (s, body) = app.post(Some(&admin), &INQUIRY.url(&rec, "/convert-to-booking"), convert_body(&rec)).await;
         if !INQUIRY.allows(from, "converted") {
-            expect_refused(
-                &app,
-                &admin,
-                &INQUIRY,
-                &before,
-                "converted",
-                (s, body),
-                "invalid_transition",
-            )
-            .await;
+            expect_refused(&app, &admin, &INQUIRY, &before, "converted", (s, body), "invalid_transition").await;
             continue;
         }
         assert_eq!(s, StatusCode::CREATED, "convert from {from}: {body}");
@@ -555,13 +461,7 @@ both_engines!(booking_table, async |app: TestApp| {
         for to in BOOKING.states() {
             let rec = booking_in(&app, &admin, from).await;
             let before = seen(&app, &admin, &BOOKING, &rec, to).await;
-            let answer = app
-                .post(
-                    Some(&admin),
-                    &BOOKING.url(&rec, "/status"),
-                    booking_move(&rec, to),
-                )
-                .await;
+            let answer = app.post(Some(&admin), &BOOKING.url(&rec, "/status"), booking_move(&rec, to)).await;
             let Some(moved) = check(&app, &admin, &BOOKING, &before, to, answer).await else {
                 continue;
             };
@@ -580,13 +480,7 @@ both_engines!(task_table, async |app: TestApp| {
         for to in TASK.states() {
             let rec = task_in(&app, &admin, from).await;
             let before = seen(&app, &admin, &TASK, &rec, to).await;
-            let answer = app
-                .post(
-                    Some(&admin),
-                    &TASK.url(&rec, "/status"),
-                    task_move(&rec, to),
-                )
-                .await;
+            let answer = app.post(Some(&admin), &TASK.url(&rec, "/status"), task_move(&rec, to)).await;
             check(&app, &admin, &TASK, &before, to, answer).await;
         }
     }
@@ -598,13 +492,7 @@ both_engines!(exception_table, async |app: TestApp| {
         for to in EXCEPTION.states() {
             let rec = exception_in(&app, &admin, from).await;
             let before = seen(&app, &admin, &EXCEPTION, &rec, to).await;
-            let answer = app
-                .post(
-                    Some(&admin),
-                    &EXCEPTION.url(&rec, "/status"),
-                    exception_move(&rec, to),
-                )
-                .await;
+            let answer = app.post(Some(&admin), &EXCEPTION.url(&rec, "/status"), exception_move(&rec, to)).await;
             if let Some(moved) = check(&app, &admin, &EXCEPTION, &before, to, answer).await
                 && matches!(to, "resolved" | "dismissed")
             {
@@ -617,17 +505,11 @@ both_engines!(exception_table, async |app: TestApp| {
         for (tail, body, to) in [
             ("/acknowledge", json!({}), "acknowledged"),
             ("/resolve", json!({"resolution": RESOLUTION}), "resolved"),
-            (
-                "/resolve",
-                json!({"resolution": RESOLUTION, "status": "dismissed"}),
-                "dismissed",
-            ),
+            ("/resolve", json!({"resolution": RESOLUTION, "status": "dismissed"}), "dismissed"),
         ] {
             let rec = exception_in(&app, &admin, from).await;
             let before = seen(&app, &admin, &EXCEPTION, &rec, to).await;
-            let answer = app
-                .post(Some(&admin), &EXCEPTION.url(&rec, tail), body)
-                .await;
+            let answer = app.post(Some(&admin), &EXCEPTION.url(&rec, tail), body).await;
             check(&app, &admin, &EXCEPTION, &before, to, answer).await;
         }
     }
@@ -663,11 +545,7 @@ both_engines!(lost_and_cancelled_need_a_reason, async |app: TestApp| {
                     json!({"status": "cancelled", "reason": reason, "version": version(&rec)}),
                 )
                 .await;
-            assert_eq!(
-                s,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "{from} -> cancelled: {b}"
-            );
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{from} -> cancelled: {b}");
             assert_eq!(b["error"]["code"], "validation_failed", "{b}");
             expect_unchanged(&app, &admin, &BOOKING, &before, "cancel without reason").await;
         }
@@ -699,16 +577,7 @@ both_engines!(awaiting_client_needs_a_proposal, async |app: TestApp| {
             json!({"status": "awaiting_client", "version": version(&rec)}),
         )
         .await;
-    expect_refused(
-        &app,
-        &admin,
-        &INQUIRY,
-        &before,
-        "awaiting_client",
-        answer,
-        "guard_failed",
-    )
-    .await;
+    expect_refused(&app, &admin, &INQUIRY, &before, "awaiting_client", answer, "guard_failed").await;
     let start = at(72 * 60);
     let moved = app
         .ok(
@@ -727,70 +596,50 @@ both_engines!(awaiting_client_needs_a_proposal, async |app: TestApp| {
     expect_moved(&app, &admin, &INQUIRY, &before, "awaiting_client").await;
 });
 
-both_engines!(
-    confirming_without_a_paid_deposit_needs_an_override,
-    async |app: TestApp| {
-        let admin = app.login("admin@virel.com").await;
-        let operator = app.login("lukas@virel.com").await;
-        let rec = booking_in(&app, &admin, "deposit_required").await;
-        let url = BOOKING.url(&rec, "/status");
-        let before = seen(&app, &admin, &BOOKING, &rec, "confirmed").await;
+both_engines!(confirming_without_a_paid_deposit_needs_an_override, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    let operator = app.login("lukas@virel.com").await;
+    let rec = booking_in(&app, &admin, "deposit_required").await;
+    let url = BOOKING.url(&rec, "/status");
+    let before = seen(&app, &admin, &BOOKING, &rec, "confirmed").await;
 
-        // No succeeded payment, no override.
-        let answer = app
-            .post(
-                Some(&admin),
-                &url,
-                json!({"status": "confirmed", "reason": REASON, "version": version(&rec)}),
-            )
-            .await;
-        assert_eq!(
-            answer.1["error"]["details"]["guard"], "deposit_paid",
-            "{}",
-            answer.1
-        );
-        expect_refused(
-            &app,
-            &admin,
-            &BOOKING,
-            &before,
-            "confirmed",
-            answer,
-            "guard_failed",
-        )
-        .await;
+    // No succeeded payment, no override.
+    let answer =
+        app.post(Some(&admin), &url, json!({"status": "confirmed", "reason": REASON, "version": version(&rec)})).await;
+    assert_eq!(answer.1["error"]["details"]["guard"], "deposit_paid", "{}", answer.1);
+    expect_refused(&app, &admin, &BOOKING, &before, "confirmed", answer, "guard_failed").await;
 
-        // An override by someone without bookings:override: 403, audited, nothing else.
-        let forbidden = "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'forbidden'";
-        let refused_before = app.count(forbidden).await;
-        let (s, b) = app
+    // An override by someone without bookings:override: 403, audited, nothing else.
+    let forbidden = "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'forbidden'";
+    let refused_before = app.count(forbidden).await;
+    let (s, b) = app
         .post(
             Some(&operator),
             &url,
             json!({"status": "confirmed", "override": true, "reason": REASON, "version": version(&rec)}),
         )
         .await;
-        assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
-        assert_eq!(b["error"]["code"], "forbidden", "{b}");
-        assert_eq!(app.count(forbidden).await, refused_before + 1);
-        expect_unchanged(&app, &admin, &BOOKING, &before, "override as OPERATOR").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(b["error"]["code"], "forbidden", "{b}");
+    assert_eq!(app.count(forbidden).await, refused_before + 1);
+    expect_unchanged(&app, &admin, &BOOKING, &before, "override as OPERATOR").await;
 
-        // An override needs a reason.
-        for reason in [None, Some(" ")] {
-            let (s, b) = app
+    // An override needs a reason.
+    for reason in [None, Some(" ")] {
+        let (s, b) = app
             .post(
                 Some(&admin),
                 &url,
                 json!({"status": "confirmed", "override": true, "reason": reason, "version": version(&rec)}),
             )
             .await;
-            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
-            assert_eq!(b["error"]["code"], "validation_failed", "{b}");
-            expect_unchanged(&app, &admin, &BOOKING, &before, "override without reason").await;
-        }
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+        assert_eq!(b["error"]["code"], "validation_failed", "{b}");
+        expect_unchanged(&app, &admin, &BOOKING, &before, "override without reason").await;
+    }
 
-        // The owner overrides, with a reason.
-        let b = app
+    // The owner overrides, with a reason.
+    let b = app
         .ok(
             &admin,
             &url,
@@ -798,186 +647,117 @@ both_engines!(
             200,
         )
         .await;
-        assert_eq!(b["status"], "confirmed");
-        assert_eq!(b["override_reason"], "paid in cash at the office", "{b}");
-        expect_moved(&app, &admin, &BOOKING, &before, "confirmed").await;
+    assert_eq!(b["status"], "confirmed");
+    assert_eq!(b["override_reason"], "paid in cash at the office", "{b}");
+    expect_moved(&app, &admin, &BOOKING, &before, "confirmed").await;
 
-        // So may an OPS_MANAGER (who has bookings:override).
-        let manager = app.login("tommy@virel.com").await;
-        let rec = booking_in(&app, &admin, "deposit_required").await;
-        let b = app
-            .ok(
-                &manager,
-                &BOOKING.url(&rec, "/status"),
-                json!({"status": "confirmed", "override": true, "reason": REASON}),
-                200,
-            )
-            .await;
-        assert_eq!(b["override_reason"], REASON, "{b}");
-    }
-);
+    // So may an OPS_MANAGER (who has bookings:override).
+    let manager = app.login("tommy@virel.com").await;
+    let rec = booking_in(&app, &admin, "deposit_required").await;
+    let b = app
+        .ok(
+            &manager,
+            &BOOKING.url(&rec, "/status"),
+            json!({"status": "confirmed", "override": true, "reason": REASON}),
+            200,
+        )
+        .await;
+    assert_eq!(b["override_reason"], REASON, "{b}");
+});
 
-both_engines!(
-    a_paid_deposit_confirms_without_override,
-    async |app: TestApp| {
-        let admin = app.login("admin@virel.com").await;
-        let operator = app.login("lukas@virel.com").await;
-        let requested = events(&app, "payment.requested").await;
-        let rec = booking_in(&app, &admin, "deposit_required").await;
-        assert_eq!(events(&app, "payment.requested").await, requested + 1);
-        // The payment endpoints and the Stripe webhook are not this test's subject: mark the
-        // requested deposit as paid in the database, as the webhook would.
-        {
-            let booking_id = uuid::Uuid::parse_str(id(&rec)).unwrap();
-            let mut h = app.db.acquire().await.unwrap();
-            let n = virel_domain::q_exec!(
+both_engines!(a_paid_deposit_confirms_without_override, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    let operator = app.login("lukas@virel.com").await;
+    let requested = events(&app, "payment.requested").await;
+    let rec = booking_in(&app, &admin, "deposit_required").await;
+    assert_eq!(events(&app, "payment.requested").await, requested + 1);
+    // The payment endpoints and the Stripe webhook are not this test's subject: mark the
+    // requested deposit as paid in the database, as the webhook would.
+    {
+        let booking_id = uuid::Uuid::parse_str(id(&rec)).unwrap();
+        let mut h = app.db.acquire().await.unwrap();
+        let n = virel_domain::q_exec!(
             &mut h.conn(),
             "UPDATE payments SET status = 'succeeded' WHERE booking_id = $1 AND kind = 'deposit'",
             booking_id
         )
         .unwrap();
-            assert_eq!(n, 1, "one requested deposit payment");
-        }
-        let before = seen(&app, &admin, &BOOKING, &rec, "confirmed").await;
-        let b = app
-            .ok(
-                &operator,
-                &BOOKING.url(&rec, "/status"),
-                json!({"status": "confirmed", "version": version(&rec)}),
-                200,
-            )
-            .await;
-        assert!(b["override_reason"].is_null(), "{b}");
-        let rec = expect_moved(&app, &admin, &BOOKING, &before, "confirmed").await;
-
-        // Cancelling it now leaves finance a refund-review task about the booking.
-        let path = format!("/tasks?subject_type=booking&subject_id={}", id(&rec));
-        let (_, tasks) = app.get(&admin, &path).await;
-        assert_eq!(tasks["items"].as_array().unwrap().len(), 0, "{tasks}");
-        app.ok(
-            &admin,
-            &BOOKING.url(&rec, "/status"),
-            booking_move(&rec, "cancelled"),
-            200,
-        )
-        .await;
-        let (_, tasks) = app.get(&admin, &path).await;
-        let items = tasks["items"].as_array().unwrap();
-        assert_eq!(items.len(), 1, "{tasks}");
-        assert_eq!(
-            items[0]["assignee_id"],
-            app.user_id("finance@virel.com").await.as_str()
-        );
+        assert_eq!(n, 1, "one requested deposit payment");
     }
-);
-
-both_engines!(
-    starting_and_no_show_wait_for_the_clock,
-    async |app: TestApp| {
-        let admin = app.login("admin@virel.com").await;
-        let confirmed = async |start_in: i64| {
-            let rec = fixtures::booking(&app, &admin, start_in).await;
-            let steps = ["pending", "deposit_required", "confirmed"];
-            walk(&app, &admin, &BOOKING, rec, &steps, booking_move).await
-        };
-        let refused = async |rec: &Value, to: &str, guard: &str| {
-            let before = seen(&app, &admin, &BOOKING, rec, to).await;
-            let answer = app
-                .post(
-                    Some(&admin),
-                    &BOOKING.url(rec, "/status"),
-                    booking_move(rec, to),
-                )
-                .await;
-            assert_eq!(answer.1["error"]["details"]["guard"], guard, "{}", answer.1);
-            expect_refused(&app, &admin, &BOOKING, &before, to, answer, "guard_failed").await;
-        };
-
-        // Two hours ahead: too early to start, and certainly no no-show yet.
-        let rec = confirmed(120).await;
-        refused(&rec, "in_progress", "not_before_start_window").await;
-        refused(&rec, "no_show", "not_before_start").await;
-        // 31 minutes ahead: still too early to start.
-        let rec = confirmed(31).await;
-        refused(&rec, "in_progress", "not_before_start_window").await;
-
-        // 20 minutes ahead: it may start, but the client is not late yet.
-        let rec = confirmed(20).await;
-        refused(&rec, "no_show", "not_before_start").await;
-        let before = seen(&app, &admin, &BOOKING, &rec, "in_progress").await;
-        app.ok(
-            &admin,
-            &BOOKING.url(&rec, "/status"),
-            booking_move(&rec, "in_progress"),
-            200,
-        )
+    let before = seen(&app, &admin, &BOOKING, &rec, "confirmed").await;
+    let b = app
+        .ok(&operator, &BOOKING.url(&rec, "/status"), json!({"status": "confirmed", "version": version(&rec)}), 200)
         .await;
-        expect_moved(&app, &admin, &BOOKING, &before, "in_progress").await;
+    assert!(b["override_reason"].is_null(), "{b}");
+    let rec = expect_moved(&app, &admin, &BOOKING, &before, "confirmed").await;
 
-        // A minute past the start: the no-show can be recorded.
-        let rec = confirmed(-1).await;
-        let before = seen(&app, &admin, &BOOKING, &rec, "no_show").await;
-        app.ok(
-            &admin,
-            &BOOKING.url(&rec, "/status"),
-            booking_move(&rec, "no_show"),
-            200,
-        )
-        .await;
-        expect_moved(&app, &admin, &BOOKING, &before, "no_show").await;
-    }
-);
+    // Cancelling it now leaves finance a refund-review task about the booking.
+    let path = format!("/tasks?subject_type=booking&subject_id={}", id(&rec));
+    let (_, tasks) = app.get(&admin, &path).await;
+    assert_eq!(tasks["items"].as_array().unwrap().len(), 0, "{tasks}");
+    app.ok(&admin, &BOOKING.url(&rec, "/status"), booking_move(&rec, "cancelled"), 200).await;
+    let (_, tasks) = app.get(&admin, &path).await;
+    let items = tasks["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{tasks}");
+    assert_eq!(items[0]["assignee_id"], app.user_id("finance@virel.com").await.as_str());
+});
 
-both_engines!(
-    resolving_an_exception_needs_a_resolution,
-    async |app: TestApp| {
-        let admin = app.login("admin@virel.com").await;
-        for (from, to) in [
-            ("acknowledged", "resolved"),
-            ("open", "dismissed"),
-            ("acknowledged", "dismissed"),
-        ] {
-            let rec = exception_in(&app, &admin, from).await;
-            let before = seen(&app, &admin, &EXCEPTION, &rec, to).await;
-            for body in [
-                json!({"status": to}),
-                json!({"status": to, "resolution": "  "}),
-            ] {
-                let (s, b) = app
-                    .post(Some(&admin), &EXCEPTION.url(&rec, "/status"), body)
-                    .await;
-                assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{from} -> {to}: {b}");
-                assert_eq!(b["error"]["code"], "validation_failed", "{b}");
-                expect_unchanged(&app, &admin, &EXCEPTION, &before, "no resolution").await;
-            }
-            let (s, b) = app
-                .post(
-                    Some(&admin),
-                    &EXCEPTION.url(&rec, "/resolve"),
-                    json!({"resolution": "", "status": to}),
-                )
-                .await;
-            assert_eq!(
-                s,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "/resolve {from} -> {to}: {b}"
-            );
-            // A body without the resolution at all is malformed.
-            let (s, b) = app
-                .post(
-                    Some(&admin),
-                    &EXCEPTION.url(&rec, "/resolve"),
-                    json!({"status": to}),
-                )
-                .await;
-            assert!(
-                matches!(s.as_u16(), 400 | 422),
-                "/resolve without resolution: {s} {b}"
-            );
+both_engines!(starting_and_no_show_wait_for_the_clock, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    let confirmed = async |start_in: i64| {
+        let rec = fixtures::booking(&app, &admin, start_in).await;
+        let steps = ["pending", "deposit_required", "confirmed"];
+        walk(&app, &admin, &BOOKING, rec, &steps, booking_move).await
+    };
+    let refused = async |rec: &Value, to: &str, guard: &str| {
+        let before = seen(&app, &admin, &BOOKING, rec, to).await;
+        let answer = app.post(Some(&admin), &BOOKING.url(rec, "/status"), booking_move(rec, to)).await;
+        assert_eq!(answer.1["error"]["details"]["guard"], guard, "{}", answer.1);
+        expect_refused(&app, &admin, &BOOKING, &before, to, answer, "guard_failed").await;
+    };
+
+    // Two hours ahead: too early to start, and certainly no no-show yet.
+    let rec = confirmed(120).await;
+    refused(&rec, "in_progress", "not_before_start_window").await;
+    refused(&rec, "no_show", "not_before_start").await;
+    // 31 minutes ahead: still too early to start.
+    let rec = confirmed(31).await;
+    refused(&rec, "in_progress", "not_before_start_window").await;
+
+    // 20 minutes ahead: it may start, but the client is not late yet.
+    let rec = confirmed(20).await;
+    refused(&rec, "no_show", "not_before_start").await;
+    let before = seen(&app, &admin, &BOOKING, &rec, "in_progress").await;
+    app.ok(&admin, &BOOKING.url(&rec, "/status"), booking_move(&rec, "in_progress"), 200).await;
+    expect_moved(&app, &admin, &BOOKING, &before, "in_progress").await;
+
+    // A minute past the start: the no-show can be recorded.
+    let rec = confirmed(-1).await;
+    let before = seen(&app, &admin, &BOOKING, &rec, "no_show").await;
+    app.ok(&admin, &BOOKING.url(&rec, "/status"), booking_move(&rec, "no_show"), 200).await;
+    expect_moved(&app, &admin, &BOOKING, &before, "no_show").await;
+});
+
+both_engines!(resolving_an_exception_needs_a_resolution, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    for (from, to) in [("acknowledged", "resolved"), ("open", "dismissed"), ("acknowledged", "dismissed")] {
+        let rec = exception_in(&app, &admin, from).await;
+        let before = seen(&app, &admin, &EXCEPTION, &rec, to).await;
+        for body in [json!({"status": to}), json!({"status": to, "resolution": "  "})] {
+            let (s, b) = app.post(Some(&admin), &EXCEPTION.url(&rec, "/status"), body).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{from} -> {to}: {b}");
+            assert_eq!(b["error"]["code"], "validation_failed", "{b}");
             expect_unchanged(&app, &admin, &EXCEPTION, &before, "no resolution").await;
         }
+        let (s, b) =
+            app.post(Some(&admin), &EXCEPTION.url(&rec, "/resolve"), json!({"resolution": "", "status": to})).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "/resolve {from} -> {to}: {b}");
+        // A body without the resolution at all is malformed.
+        let (s, b) = app.post(Some(&admin), &EXCEPTION.url(&rec, "/resolve"), json!({"status": to})).await;
+        assert!(matches!(s.as_u16(), 400 | 422), "/resolve without resolution: {s} {b}");
+        expect_unchanged(&app, &admin, &EXCEPTION, &before, "no resolution").await;
     }
-);
+});
 
 both_engines!(a_stale_version_is_a_conflict, async |app: TestApp| {
     let admin = app.login("admin@virel.com").await;
@@ -987,28 +767,10 @@ both_engines!(a_stale_version_is_a_conflict, async |app: TestApp| {
     let task = new_task(&app, &admin).await;
     let exception = new_exception(&app, &admin).await;
     let cases: [(&Table, Value, &str, &str, Move); 4] = [
-        (
-            &INQUIRY,
-            inquiry,
-            "qualified",
-            "awaiting_client",
-            inquiry_move,
-        ),
-        (
-            &BOOKING,
-            booking,
-            "pending",
-            "deposit_required",
-            booking_move,
-        ),
+        (&INQUIRY, inquiry, "qualified", "awaiting_client", inquiry_move),
+        (&BOOKING, booking, "pending", "deposit_required", booking_move),
         (&TASK, task, "in_progress", "done", task_move),
-        (
-            &EXCEPTION,
-            exception,
-            "acknowledged",
-            "resolved",
-            exception_move,
-        ),
+        (&EXCEPTION, exception, "acknowledged", "resolved", exception_move),
     ];
     for (t, stale, first, second, body) in cases {
         let moved = walk(&app, &admin, t, stale.clone(), &[first], body).await;
@@ -1020,20 +782,10 @@ both_engines!(a_stale_version_is_a_conflict, async |app: TestApp| {
         let (s, err) = app.post(Some(&admin), &t.url(&moved, "/status"), b).await;
         assert_eq!(s, StatusCode::CONFLICT, "{} stale version: {err}", t.entity);
         assert_eq!(err["error"]["code"], "version_conflict", "{err}");
-        assert_eq!(
-            err["error"]["details"]["current_version"],
-            version(&moved),
-            "{err}"
-        );
+        assert_eq!(err["error"]["details"]["current_version"], version(&moved), "{err}");
         expect_unchanged(&app, &admin, t, &before, "stale version").await;
         // With the current version it goes through.
-        let (s, ok) = app
-            .post(
-                Some(&admin),
-                &t.url(&moved, "/status"),
-                body(&moved, second),
-            )
-            .await;
+        let (s, ok) = app.post(Some(&admin), &t.url(&moved, "/status"), body(&moved, second)).await;
         check(&app, &admin, t, &before, second, (s, ok)).await;
     }
 });
@@ -1043,23 +795,13 @@ both_engines!(every_step_is_audited_and_evented, async |app: TestApp| {
     let changed = events(&app, "booking.status_changed").await;
     let confirmed = events(&app, "booking.confirmed").await;
     let completed = events(&app, "booking.completed").await;
-    let steps = [
-        "pending",
-        "deposit_required",
-        "confirmed",
-        "in_progress",
-        "completed",
-    ];
+    let steps = ["pending", "deposit_required", "confirmed", "in_progress", "completed"];
     let rec = fixtures::booking(&app, &admin, 10).await;
     let rec = walk(&app, &admin, &BOOKING, rec, &steps, booking_move).await;
     assert_eq!(version(&rec), 1 + steps.len() as i64, "{rec}");
 
     let rows = audit(&app, &admin, "booking", id(&rec)).await;
-    let actions: Vec<&str> = rows
-        .iter()
-        .rev()
-        .map(|r| r["action"].as_str().unwrap())
-        .collect();
+    let actions: Vec<&str> = rows.iter().rev().map(|r| r["action"].as_str().unwrap()).collect();
     assert_eq!(
         actions,
         [
@@ -1075,12 +817,7 @@ both_engines!(every_step_is_audited_and_evented, async |app: TestApp| {
         .iter()
         .rev()
         .skip(1)
-        .map(|r| {
-            (
-                r["before"]["status"].as_str().unwrap(),
-                r["after"]["status"].as_str().unwrap(),
-            )
-        })
+        .map(|r| (r["before"]["status"].as_str().unwrap(), r["after"]["status"].as_str().unwrap()))
         .collect();
     assert_eq!(
         trail,
@@ -1092,35 +829,16 @@ both_engines!(every_step_is_audited_and_evented, async |app: TestApp| {
             ("in_progress", "completed"),
         ]
     );
-    assert!(
-        rows.iter()
-            .all(|r| !r["actor"].as_str().unwrap().is_empty())
-    );
+    assert!(rows.iter().all(|r| !r["actor"].as_str().unwrap().is_empty()));
 
-    assert_eq!(
-        events(&app, "booking.status_changed").await,
-        changed + steps.len() as i64
-    );
+    assert_eq!(events(&app, "booking.status_changed").await, changed + steps.len() as i64);
     assert_eq!(events(&app, "booking.confirmed").await, confirmed + 1);
     assert_eq!(events(&app, "booking.completed").await, completed + 1);
 
     // The booking's timeline shows the same story.
-    let (s, tl) = app
-        .get(&admin, &format!("/bookings/{}/timeline", id(&rec)))
-        .await;
+    let (s, tl) = app.get(&admin, &format!("/bookings/{}/timeline", id(&rec))).await;
     assert_eq!(s, StatusCode::OK, "{tl}");
-    let kinds: Vec<&str> = tl["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(
-        kinds
-            .iter()
-            .filter(|k| **k == "booking.status_changed")
-            .count(),
-        steps.len(),
-        "{kinds:?}"
-    );
+    let kinds: Vec<&str> =
+        tl["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap_or_default()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "booking.status_changed").count(), steps.len(), "{kinds:?}");
 });

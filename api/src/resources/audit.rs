@@ -29,15 +29,8 @@ impl Api {
         limit: Query<Option<i64>>,
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<AuditPage>> {
-        let p = audit::list(
-            &self.state.db,
-            &auth.0,
-            entity_type.0,
-            entity_id.0,
-            action.0,
-            page(limit.0, cursor.0)?,
-        )
-        .await?;
+        let p = audit::list(&self.state.db, &auth.0, entity_type.0, entity_id.0, action.0, page(limit.0, cursor.0)?)
+            .await?;
         let v = View::of(&auth.0);
         Ok(Json(AuditPage {
             items: p.items.into_iter().map(|a| AuditOut::new(a, v)).collect(),

@@ -61,9 +61,7 @@ pub enum Created {
 
 impl Api {
     async fn out(&self, auth: &Auth, b: virel_domain::rows::Booking) -> ApiResult<BookingOut> {
-        let client = clients::by_ids(&self.state.db, [b.client_id])
-            .await?
-            .remove(&b.client_id);
+        let client = clients::by_ids(&self.state.db, [b.client_id]).await?.remove(&b.client_id);
         Ok(BookingOut::new(b, client, View::of(&auth.0)))
     }
 }
@@ -101,20 +99,9 @@ impl Api {
         limit: Query<Option<i64>>,
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<BookingPage>> {
-        let p = bookings::list(
-            &self.state.db,
-            &auth.0,
-            status.0,
-            model_id.0,
-            client_id.0,
-            page(limit.0, cursor.0)?,
-        )
-        .await?;
-        let clients = clients::by_ids(
-            &self.state.db,
-            p.items.iter().map(|b| b.client_id).collect::<Vec<_>>(),
-        )
-        .await?;
+        let p = bookings::list(&self.state.db, &auth.0, status.0, model_id.0, client_id.0, page(limit.0, cursor.0)?)
+            .await?;
+        let clients = clients::by_ids(&self.state.db, p.items.iter().map(|b| b.client_id).collect::<Vec<_>>()).await?;
         let v = View::of(&auth.0);
         let items = p
             .items
@@ -124,10 +111,7 @@ impl Api {
                 BookingOut::new(b, c, v)
             })
             .collect();
-        Ok(Json(BookingPage {
-            items,
-            next_cursor: encode_cursor(p.next_cursor),
-        }))
+        Ok(Json(BookingPage { items, next_cursor: encode_cursor(p.next_cursor) }))
     }
 
     #[oai(path = "/bookings/:id", method = "get")]
@@ -138,19 +122,9 @@ impl Api {
 
     /// Move the booking to another status, applying the transition's guard.
     #[oai(path = "/bookings/:id/status", method = "post")]
-    async fn status(
-        &self,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<BookingStatusIn>,
-    ) -> ApiResult<Json<BookingOut>> {
+    async fn status(&self, auth: Auth, id: Path<Uuid>, body: Json<BookingStatusIn>) -> ApiResult<Json<BookingOut>> {
         let b = body.0;
-        let t = BookingTransition {
-            status: b.status,
-            reason: b.reason,
-            r#override: b.override_,
-            version: b.version,
-        };
+        let t = BookingTransition { status: b.status, reason: b.reason, r#override: b.override_, version: b.version };
         let row = bookings::transition(&self.state.db, &auth.0, id.0, t).await?;
         Ok(Json(self.out(&auth, row).await?))
     }

@@ -68,10 +68,7 @@ impl Api {
             tags: b.tags.unwrap_or_default(),
         };
         let row = clients::create(&self.state.db, &auth.0, c).await?;
-        Ok(Created::Client(Json(ClientOut::new(
-            row,
-            View::of(&auth.0),
-        ))))
+        Ok(Created::Client(Json(ClientOut::new(row, View::of(&auth.0)))))
     }
 
     /// List clients, newest first; `q` searches names.
@@ -93,19 +90,11 @@ impl Api {
 
     #[oai(path = "/clients/:id", method = "get")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<ClientOut>> {
-        Ok(Json(ClientOut::new(
-            clients::get(&self.state.db, &auth.0, id.0).await?,
-            View::of(&auth.0),
-        )))
+        Ok(Json(ClientOut::new(clients::get(&self.state.db, &auth.0, id.0).await?, View::of(&auth.0))))
     }
 
     #[oai(path = "/clients/:id", method = "patch")]
-    async fn patch(
-        &self,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<PatchClient>,
-    ) -> ApiResult<Json<ClientOut>> {
+    async fn patch(&self, auth: Auth, id: Path<Uuid>, body: Json<PatchClient>) -> ApiResult<Json<ClientOut>> {
         let b = body.0;
         let p = ClientPatch {
             name: b.name,
@@ -117,20 +106,12 @@ impl Api {
             tags: b.tags,
             version: b.version,
         };
-        Ok(Json(ClientOut::new(
-            clients::update(&self.state.db, &auth.0, id.0, p).await?,
-            View::of(&auth.0),
-        )))
+        Ok(Json(ClientOut::new(clients::update(&self.state.db, &auth.0, id.0, p).await?, View::of(&auth.0))))
     }
 
     /// Block a client: their new inquiries are closed at once and raise an exception.
     #[oai(path = "/clients/:id/block", method = "post")]
-    async fn block(
-        &self,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<BlockIn>,
-    ) -> ApiResult<Json<ClientOut>> {
+    async fn block(&self, auth: Auth, id: Path<Uuid>, body: Json<BlockIn>) -> ApiResult<Json<ClientOut>> {
         Ok(Json(ClientOut::new(
             clients::block(&self.state.db, &auth.0, id.0, Some(body.0.reason)).await?,
             View::of(&auth.0),

@@ -71,9 +71,7 @@ impl Api {
             subject_id: b.subject_id,
             assignee_id: b.assignee_id,
         };
-        Ok(Created::Exception(Json(
-            exceptions::create(&self.state.db, &auth.0, e).await?.into(),
-        )))
+        Ok(Created::Exception(Json(exceptions::create(&self.state.db, &auth.0, e).await?.into())))
     }
 
     /// List exceptions, newest first. OPERATORs see their own and unassigned ones only.
@@ -86,14 +84,7 @@ impl Api {
         limit: Query<Option<i64>>,
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<ExceptionPage>> {
-        let p = exceptions::list(
-            &self.state.db,
-            &auth.0,
-            status.0,
-            kind.0,
-            page(limit.0, cursor.0)?,
-        )
-        .await?;
+        let p = exceptions::list(&self.state.db, &auth.0, status.0, kind.0, page(limit.0, cursor.0)?).await?;
         Ok(Json(ExceptionPage {
             items: p.items.into_iter().map(Into::into).collect(),
             next_cursor: encode_cursor(p.next_cursor),
@@ -102,100 +93,41 @@ impl Api {
 
     #[oai(path = "/exceptions/:id", method = "get")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<ExceptionOut>> {
-        Ok(Json(
-            exceptions::get(&self.state.db, &auth.0, id.0).await?.into(),
-        ))
+        Ok(Json(exceptions::get(&self.state.db, &auth.0, id.0).await?.into()))
     }
 
     #[oai(path = "/exceptions/:id/acknowledge", method = "post")]
-    async fn acknowledge(
-        &self,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<AckIn>,
-    ) -> ApiResult<Json<ExceptionOut>> {
+    async fn acknowledge(&self, auth: Auth, id: Path<Uuid>, body: Json<AckIn>) -> ApiResult<Json<ExceptionOut>> {
         Ok(Json(
-            exceptions::transition(
-                &self.state.db,
-                &auth.0,
-                id.0,
-                "acknowledged",
-                None,
-                body.0.version,
-            )
-            .await?
-            .into(),
+            exceptions::transition(&self.state.db, &auth.0, id.0, "acknowledged", None, body.0.version).await?.into(),
         ))
     }
 
     /// Resolve (or dismiss) with a resolution text.
     #[oai(path = "/exceptions/:id/resolve", method = "post")]
-    async fn resolve(
-        &self,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<ResolveIn>,
-    ) -> ApiResult<Json<ExceptionOut>> {
+    async fn resolve(&self, auth: Auth, id: Path<Uuid>, body: Json<ResolveIn>) -> ApiResult<Json<ExceptionOut>> {
         let to = body.0.status.unwrap_or_else(|| "resolved".into());
         if to != "resolved" && to != "dismissed" {
-            return Err(
-                virel_domain::DomainError::invalid("status must be resolved or dismissed").into(),
-            );
+            return Err(virel_domain::DomainError::invalid("status must be resolved or dismissed").into());
         }
         Ok(Json(
-            exceptions::transition(
-                &self.state.db,
-                &auth.0,
-                id.0,
-                &to,
-                Some(body.0.resolution),
-                body.0.version,
-            )
-            .await?
-            .into(),
+            exceptions::transition(&self.state.db, &auth.0, id.0, &to, Some(body.0.resolution), body.0.version)
+                .await?
+                .into(),
         ))
     }
 
     /// Move the exception to any status its state machine allows.
     #[oai(path = "/exceptions/:id/status", method = "post")]
-    async fn status(
-        &self,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<ExceptionStatusIn>,
-    ) -> ApiResult<Json<ExceptionOut>> {
+    async fn status(&self, auth: Auth, id: Path<Uuid>, body: Json<ExceptionStatusIn>) -> ApiResult<Json<ExceptionOut>> {
         let b = body.0;
         Ok(Json(
-            exceptions::transition(
-                &self.state.db,
-                &auth.0,
-                id.0,
-                &b.status,
-                b.resolution,
-                b.version,
-            )
-            .await?
-            .into(),
+            exceptions::transition(&self.state.db, &auth.0, id.0, &b.status, b.resolution, b.version).await?.into(),
         ))
     }
 
     #[oai(path = "/exceptions/:id/assign", method = "post")]
-    async fn assign(
-        &self,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<AssignIn>,
-    ) -> ApiResult<Json<ExceptionOut>> {
-        Ok(Json(
-            exceptions::assign(
-                &self.state.db,
-                &auth.0,
-                id.0,
-                body.0.assignee_id,
-                body.0.version,
-            )
-            .await?
-            .into(),
-        ))
+    async fn assign(&self, auth: Auth, id: Path<Uuid>, body: Json<AssignIn>) -> ApiResult<Json<ExceptionOut>> {
+        Ok(Json(exceptions::assign(&self.state.db, &auth.0, id.0, body.0.assignee_id, body.0.version).await?.into()))
     }
 }

@@ -44,10 +44,6 @@ impl Api {
             uptime_secs: self.state.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION").into(),
         };
-        if db_ok {
-            HealthResponse::Ok(Json(h))
-        } else {
-            HealthResponse::Down(Json(h))
-        }
+        if db_ok { HealthResponse::Ok(Json(h)) } else { HealthResponse::Down(Json(h)) }
     }
 }

@@ -89,9 +89,7 @@ pub enum BookingCreated {
 
 impl Api {
     async fn out(&self, auth: &Auth, i: virel_domain::rows::Inquiry) -> ApiResult<InquiryOut> {
-        let client = clients::by_ids(&self.state.db, [i.client_id])
-            .await?
-            .remove(&i.client_id);
+        let client = clients::by_ids(&self.state.db, [i.client_id]).await?.remove(&i.client_id);
         Ok(InquiryOut::new(i, client, View::of(&auth.0)))
     }
 }
@@ -136,19 +134,8 @@ impl Api {
         limit: Query<Option<i64>>,
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<InquiryPage>> {
-        let p = inquiries::list(
-            &self.state.db,
-            &auth.0,
-            status.0,
-            client_id.0,
-            page(limit.0, cursor.0)?,
-        )
-        .await?;
-        let clients = clients::by_ids(
-            &self.state.db,
-            p.items.iter().map(|i| i.client_id).collect::<Vec<_>>(),
-        )
-        .await?;
+        let p = inquiries::list(&self.state.db, &auth.0, status.0, client_id.0, page(limit.0, cursor.0)?).await?;
+        let clients = clients::by_ids(&self.state.db, p.items.iter().map(|i| i.client_id).collect::<Vec<_>>()).await?;
         let v = View::of(&auth.0);
         let items = p
             .items
@@ -158,10 +145,7 @@ impl Api {
                 InquiryOut::new(i, c, v)
             })
             .collect();
-        Ok(Json(InquiryPage {
-            items,
-            next_cursor: encode_cursor(p.next_cursor),
-        }))
+        Ok(Json(InquiryPage { items, next_cursor: encode_cursor(p.next_cursor) }))
     }
 
     #[oai(path = "/inquiries/:id", method = "get")]
@@ -173,20 +157,12 @@ impl Api {
     /// Move the inquiry to another status; refused with 409 invalid_transition (listing the
     /// allowed targets) when the state machine does not allow it.
     #[oai(path = "/inquiries/:id/status", method = "post")]
-    async fn status(
-        &self,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<InquiryStatusIn>,
-    ) -> ApiResult<Json<InquiryOut>> {
+    async fn status(&self, auth: Auth, id: Path<Uuid>, body: Json<InquiryStatusIn>) -> ApiResult<Json<InquiryOut>> {
         let b = body.0;
         let t = InquiryTransition {
             status: b.status,
             reason: b.reason,
-            proposal: b.proposal.map(|p| Proposal {
-                model_id: p.model_id,
-                start_at: p.start_at,
-            }),
+            proposal: b.proposal.map(|p| Proposal { model_id: p.model_id, start_at: p.start_at }),
             version: b.version,
         };
         let row = inquiries::transition(&self.state.db, &auth.0, id.0, t).await?;
@@ -195,12 +171,7 @@ impl Api {
 
     /// Convert an inquiry awaiting its deposit into a booking (pending), in one transaction.
     #[oai(path = "/inquiries/:id/convert-to-booking", method = "post")]
-    async fn convert(
-        &self,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<ConvertIn>,
-    ) -> ApiResult<BookingCreated> {
+    async fn convert(&self, auth: Auth, id: Path<Uuid>, body: Json<ConvertIn>) -> ApiResult<BookingCreated> {
         let b = body.0;
         let c = Convert {
             model_id: b.model_id,
@@ -211,13 +182,7 @@ impl Api {
             location: b.location,
         };
         let booking = inquiries::convert_to_booking(&self.state.db, &auth.0, id.0, c).await?;
-        let client = clients::by_ids(&self.state.db, [booking.client_id])
-            .await?
-            .remove(&booking.client_id);
-        Ok(BookingCreated::Booking(Json(BookingOut::new(
-            booking,
-            client,
-            View::of(&auth.0),
-        ))))
+        let client = clients::by_ids(&self.state.db, [booking.client_id]).await?.remove(&booking.client_id);
+        Ok(BookingCreated::Booking(Json(BookingOut::new(booking, client, View::of(&auth.0)))))
     }
 }

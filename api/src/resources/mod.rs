@@ -1,6 +1,7 @@
 //! One module per resource of `/api/v1`.
 
 mod audit;
+mod automation;
 mod bookings;
 mod clients;
 mod exceptions;
@@ -8,6 +9,7 @@ mod health;
 mod inquiries;
 mod models;
 mod notes;
+pub mod system;
 mod tasks;
 mod users;
 
@@ -22,39 +24,22 @@ use crate::auth::AuthApi;
 use crate::error::{ApiError, ApiResult};
 
 pub fn apis(state: Arc<AppState>) -> impl poem_openapi::OpenApi {
+    let s = || state.clone();
     (
-        AuthApi {
-            state: state.clone(),
-        },
-        inquiries::Api {
-            state: state.clone(),
-        },
-        bookings::Api {
-            state: state.clone(),
-        },
-        tasks::Api {
-            state: state.clone(),
-        },
-        exceptions::Api {
-            state: state.clone(),
-        },
-        notes::Api {
-            state: state.clone(),
-        },
-        clients::Api {
-            state: state.clone(),
-        },
-        models::Api {
-            state: state.clone(),
-        },
+        AuthApi { state: s() },
+        inquiries::Api { state: s() },
+        bookings::Api { state: s() },
+        tasks::Api { state: s() },
+        exceptions::Api { state: s() },
+        notes::Api { state: s() },
+        clients::Api { state: s() },
+        models::Api { state: s() },
         (
-            users::Api {
-                state: state.clone(),
-            },
-            audit::Api {
-                state: state.clone(),
-            },
-            health::Api { state },
+            users::Api { state: s() },
+            audit::Api { state: s() },
+            automation::Api { state: s() },
+            system::Api { state: s() },
+            health::Api { state: s() },
         ),
     )
 }
@@ -71,17 +56,13 @@ pub fn page(limit: Option<i64>, cursor: Option<String>) -> ApiResult<PageReq> {
             let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(c.as_bytes())
                 .map_err(|_| ApiError::bad_request("cursor is not one this API gave out"))?;
-            Some(
-                Uuid::from_slice(&bytes)
-                    .map_err(|_| ApiError::bad_request("cursor is not one this API gave out"))?,
-            )
+            Some(Uuid::from_slice(&bytes).map_err(|_| ApiError::bad_request("cursor is not one this API gave out"))?)
         }
     };
     match limit {
-        Some(l) if !(1..=PageReq::MAX).contains(&l) => Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {}",
-            PageReq::MAX
-        ))),
+        Some(l) if !(1..=PageReq::MAX).contains(&l) => {
+            Err(ApiError::bad_request(format!("limit must be between 1 and {}", PageReq::MAX)))
+        }
         _ => Ok(PageReq::new(limit, cursor)?),
     }
 }

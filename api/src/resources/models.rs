@@ -54,11 +54,7 @@ pub struct PatchModel {
 fn rates(r: Option<Vec<RateIn>>) -> Option<Vec<Rate>> {
     r.map(|v| {
         v.into_iter()
-            .map(|r| Rate {
-                duration_minutes: r.duration_minutes,
-                amount: r.amount,
-                currency: r.currency,
-            })
+            .map(|r| Rate { duration_minutes: r.duration_minutes, amount: r.amount, currency: r.currency })
             .collect()
     })
 }
@@ -83,9 +79,7 @@ impl Api {
             profile_text: b.profile_text,
             seo_slug: b.seo_slug,
         };
-        Ok(Created::Model(Json(
-            models::create(&self.state.db, &auth.0, m).await?.into(),
-        )))
+        Ok(Created::Model(Json(models::create(&self.state.db, &auth.0, m).await?.into())))
     }
 
     #[oai(path = "/models", method = "get")]
@@ -105,18 +99,11 @@ impl Api {
 
     #[oai(path = "/models/:id", method = "get")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<ModelOut>> {
-        Ok(Json(
-            models::get(&self.state.db, &auth.0, id.0).await?.into(),
-        ))
+        Ok(Json(models::get(&self.state.db, &auth.0, id.0).await?.into()))
     }
 
     #[oai(path = "/models/:id", method = "patch")]
-    async fn patch(
-        &self,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<PatchModel>,
-    ) -> ApiResult<Json<ModelOut>> {
+    async fn patch(&self, auth: Auth, id: Path<Uuid>, body: Json<PatchModel>) -> ApiResult<Json<ModelOut>> {
         let b = body.0;
         let p = ModelPatch {
             name: b.name,
@@ -129,10 +116,6 @@ impl Api {
             seo_slug: b.seo_slug,
             version: b.version,
         };
-        Ok(Json(
-            models::update(&self.state.db, &auth.0, id.0, p)
-                .await?
-                .into(),
-        ))
+        Ok(Json(models::update(&self.state.db, &auth.0, id.0, p).await?.into()))
     }
 }

@@ -38,11 +38,7 @@ impl Api {
         let n = notes::create(
             &self.state.db,
             &auth.0,
-            NewNote {
-                subject_type: b.subject_type,
-                subject_id: b.subject_id,
-                text: b.text,
-            },
+            NewNote { subject_type: b.subject_type, subject_id: b.subject_id, text: b.text },
         )
         .await?;
         Ok(Created::Note(Json(n.into())))

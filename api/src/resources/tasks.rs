@@ -67,9 +67,7 @@ impl Api {
             assignee_id: b.assignee_id,
             due_at: b.due_at,
         };
-        Ok(Created::Task(Json(
-            tasks::create(&self.state.db, &auth.0, t).await?.into(),
-        )))
+        Ok(Created::Task(Json(tasks::create(&self.state.db, &auth.0, t).await?.into())))
     }
 
     /// List tasks, newest first. OPERATORs see their own and unassigned tasks only.
@@ -102,47 +100,18 @@ impl Api {
 
     #[oai(path = "/tasks/:id", method = "get")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<TaskOut>> {
-        Ok(Json(
-            tasks::get(&self.state.db, &auth.0, id.0).await?.into(),
-        ))
+        Ok(Json(tasks::get(&self.state.db, &auth.0, id.0).await?.into()))
     }
 
     #[oai(path = "/tasks/:id/status", method = "post")]
-    async fn status(
-        &self,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<StatusIn>,
-    ) -> ApiResult<Json<TaskOut>> {
-        let t = TaskTransition {
-            status: body.0.status,
-            version: body.0.version,
-        };
-        Ok(Json(
-            tasks::transition(&self.state.db, &auth.0, id.0, t)
-                .await?
-                .into(),
-        ))
+    async fn status(&self, auth: Auth, id: Path<Uuid>, body: Json<StatusIn>) -> ApiResult<Json<TaskOut>> {
+        let t = TaskTransition { status: body.0.status, version: body.0.version };
+        Ok(Json(tasks::transition(&self.state.db, &auth.0, id.0, t).await?.into()))
     }
 
     /// Assign (or claim, or unassign) a task.
     #[oai(path = "/tasks/:id/assign", method = "post")]
-    async fn assign(
-        &self,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<AssignIn>,
-    ) -> ApiResult<Json<TaskOut>> {
-        Ok(Json(
-            tasks::assign(
-                &self.state.db,
-                &auth.0,
-                id.0,
-                body.0.assignee_id,
-                body.0.version,
-            )
-            .await?
-            .into(),
-        ))
+    async fn assign(&self, auth: Auth, id: Path<Uuid>, body: Json<AssignIn>) -> ApiResult<Json<TaskOut>> {
+        Ok(Json(tasks::assign(&self.state.db, &auth.0, id.0, body.0.assignee_id, body.0.version).await?.into()))
     }
 }

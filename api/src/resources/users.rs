@@ -69,24 +69,14 @@ impl Api {
         let u = users::create(
             &self.state.db,
             &auth.0,
-            NewUser {
-                email: b.email,
-                name: b.name,
-                role: b.role,
-                password: b.password,
-            },
+            NewUser { email: b.email, name: b.name, role: b.role, password: b.password },
         )
         .await?;
         Ok(Created::User(Json(u.into())))
     }
 
     #[oai(path = "/users/:id", method = "patch")]
-    async fn patch(
-        &self,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<PatchUser>,
-    ) -> ApiResult<Json<UserOut>> {
+    async fn patch(&self, auth: Auth, id: Path<Uuid>, body: Json<PatchUser>) -> ApiResult<Json<UserOut>> {
         let b = body.0;
         let p = UserPatch {
             name: b.name,
@@ -96,10 +86,6 @@ impl Api {
             password: b.password,
             version: b.version,
         };
-        Ok(Json(
-            users::update(&self.state.db, &auth.0, id.0, p)
-                .await?
-                .into(),
-        ))
+        Ok(Json(users::update(&self.state.db, &auth.0, id.0, p).await?.into()))
     }
 }

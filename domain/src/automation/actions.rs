@@ -46,13 +46,7 @@ pub fn automation_ctx(rule: &Rule, event: &DomainEvent) -> Ctx {
     }
 }
 
-pub async fn run(
-    db: &Db,
-    rule: &Rule,
-    event: &DomainEvent,
-    index: usize,
-    delayed: bool,
-) -> DomainResult<Ran> {
+pub async fn run(db: &Db, rule: &Rule, event: &DomainEvent, index: usize, delayed: bool) -> DomainResult<Ran> {
     let Some(action) = rule.actions.0.get(index) else {
         return Ok(Ran::Skipped);
     };
@@ -87,18 +81,7 @@ pub async fn run(
         if n == 0 {
             return Ok(Ran::AlreadyDone);
         }
-    } else if !insert_execution(
-        &mut tx.conn(),
-        rule.id,
-        event.id,
-        index as i64,
-        "running",
-        None,
-        None,
-        0,
-        None,
-    )
-    .await?
+    } else if !insert_execution(&mut tx.conn(), rule.id, event.id, index as i64, "running", None, None, 0, None).await?
     {
         return Ok(Ran::AlreadyDone);
     }
@@ -159,11 +142,7 @@ pub async fn run(
 /// The record an event is about, for actions: a payment's booking, otherwise the subject.
 pub fn subject_of(event: &DomainEvent) -> (String, Uuid) {
     let p = &event.payload.0;
-    let id_of = |k: &str| {
-        p.get(k)
-            .and_then(Value::as_str)
-            .and_then(|s| Uuid::parse_str(s).ok())
-    };
+    let id_of = |k: &str| p.get(k).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
     match event.subject_type.as_str() {
         "payment" => match id_of("booking_id") {
             Some(b) => ("booking".into(), b),
@@ -178,12 +157,7 @@ fn entity_id(event: &DomainEvent, entity: &str) -> Option<Uuid> {
     if st == entity {
         return Some(sid);
     }
-    event
-        .payload
-        .0
-        .get(format!("{entity}_id"))
-        .and_then(Value::as_str)
-        .and_then(|s| Uuid::parse_str(s).ok())
+    event.payload.0.get(format!("{entity}_id")).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok())
 }
 
 /// The event's payload with its subject's current state laid over it (`status` and the
@@ -192,22 +166,12 @@ pub async fn current_payload(conn: &mut Conn<'_>, event: &DomainEvent) -> Domain
     let mut p = event.payload.0.clone();
     let (st, sid) = subject_of(event);
     let current = match st.as_str() {
-        "booking" => bookings::load(conn, sid)
-            .await
-            .ok()
-            .map(|r| (r.status.clone(), crate::commands::snapshot(&r))),
-        "inquiry" => inquiries::load(conn, sid)
-            .await
-            .ok()
-            .map(|r| (r.status.clone(), crate::commands::snapshot(&r))),
-        "task" => tasks::load(conn, sid)
-            .await
-            .ok()
-            .map(|r| (r.status.clone(), crate::commands::snapshot(&r))),
-        "exception" => exceptions::load(conn, sid)
-            .await
-            .ok()
-            .map(|r| (r.status.clone(), crate::commands::snapshot(&r))),
+        "booking" => bookings::load(conn, sid).await.ok().map(|r| (r.status.clone(), crate::commands::snapshot(&r))),
+        "inquiry" => inquiries::load(conn, sid).await.ok().map(|r| (r.status.clone(), crate::commands::snapshot(&r))),
+        "task" => tasks::load(conn, sid).await.ok().map(|r| (r.status.clone(), crate::commands::snapshot(&r))),
+        "exception" => {
+            exceptions::load(conn, sid).await.ok().map(|r| (r.status.clone(), crate::commands::snapshot(&r)))
+        }
         _ => None,
     };
     if let (Some((status, snap)), Value::Object(map)) = (current, &mut p) {
@@ -219,72 +183,40 @@ pub async fn current_payload(conn: &mut Conn<'_>, event: &DomainEvent) -> Domain
     Ok(p)
 }
 
-async fn resolve_assignee(
-    tx: &mut Tx,
-    event: &DomainEvent,
-    assign_to: Option<&str>,
-) -> DomainResult<Option<Uuid>> {
+async fn resolve_assignee(tx: &mut Tx, event: &DomainEvent, assign_to: Option<&str>) -> DomainResult<Option<Uuid>> {
     match assign_to {
         None => Ok(None),
         Some("round_robin") => assignment::round_robin(&mut tx.conn()).await,
         Some("assignee") => {
-            if let Some(a) = event
-                .payload
-                .0
-                .get("assignee_id")
-                .and_then(Value::as_str)
-                .and_then(|s| Uuid::parse_str(s).ok())
+            if let Some(a) =
+                event.payload.0.get("assignee_id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok())
             {
                 return Ok(Some(a));
             }
             if let Some(b) = entity_id(event, "booking") {
-                return Ok(bookings::load(&mut tx.conn(), b)
-                    .await
-                    .ok()
-                    .and_then(|b| b.assignee_id));
+                return Ok(bookings::load(&mut tx.conn(), b).await.ok().and_then(|b| b.assignee_id));
             }
             if let Some(i) = entity_id(event, "inquiry") {
-                return Ok(inquiries::load(&mut tx.conn(), i)
-                    .await
-                    .ok()
-                    .and_then(|i| i.assignee_id));
+                return Ok(inquiries::load(&mut tx.conn(), i).await.ok().and_then(|i| i.assignee_id));
             }
             Ok(None)
         }
-        Some(id) => Uuid::parse_str(id)
-            .map(Some)
-            .map_err(|_| DomainError::invalid("assign_to is not a user id")),
+        Some(id) => Uuid::parse_str(id).map(Some).map_err(|_| DomainError::invalid("assign_to is not a user id")),
     }
 }
 
 fn subject_for_records(event: &DomainEvent) -> (Option<String>, Option<Uuid>) {
     let (st, sid) = subject_of(event);
-    if crate::machine::SUBJECT_TYPES.contains(&st.as_str()) {
-        (Some(st), Some(sid))
-    } else {
-        (None, None)
-    }
+    if crate::machine::SUBJECT_TYPES.contains(&st.as_str()) { (Some(st), Some(sid)) } else { (None, None) }
 }
 
-async fn perform(
-    tx: &mut Tx,
-    ctx: &Ctx,
-    rule: &Rule,
-    event: &DomainEvent,
-    a: &Action,
-) -> DomainResult<Value> {
-    let reason = || {
-        a.str_param("reason")
-            .map(String::from)
-            .unwrap_or_else(|| format!("automation rule \"{}\"", rule.name))
-    };
+async fn perform(tx: &mut Tx, ctx: &Ctx, rule: &Rule, event: &DomainEvent, a: &Action) -> DomainResult<Value> {
+    let reason =
+        || a.str_param("reason").map(String::from).unwrap_or_else(|| format!("automation rule \"{}\"", rule.name));
     match a.kind.as_str() {
         "update_status" => {
             let to = a.str_param("newStatus").unwrap_or_default().to_string();
-            let entity = a
-                .str_param("entity")
-                .map(String::from)
-                .unwrap_or_else(|| subject_of(event).0);
+            let entity = a.str_param("entity").map(String::from).unwrap_or_else(|| subject_of(event).0);
             let id = entity_id(event, &entity)
                 .ok_or_else(|| DomainError::invalid(format!("the event names no {entity}")))?;
             let status = match entity.as_str() {
@@ -292,34 +224,17 @@ async fn perform(
                     let t = BookingTransition {
                         status: to,
                         reason: Some(reason()),
-                        r#override: a
-                            .params
-                            .get("override")
-                            .and_then(Value::as_bool)
-                            .unwrap_or(false),
+                        r#override: a.params.get("override").and_then(Value::as_bool).unwrap_or(false),
                         version: None,
                     };
                     bookings::transition_in(tx, ctx, id, &t).await?.status
                 }
                 "inquiry" => {
-                    let t = InquiryTransition {
-                        status: to,
-                        reason: Some(reason()),
-                        proposal: None,
-                        version: None,
-                    };
+                    let t = InquiryTransition { status: to, reason: Some(reason()), proposal: None, version: None };
                     inquiries::transition_in(tx, ctx, id, &t).await?.status
                 }
-                "task" => {
-                    tasks::transition_in(&mut tx.conn(), ctx, id, &to, None)
-                        .await?
-                        .status
-                }
-                "exception" => {
-                    exceptions::transition_in(tx, ctx, id, &to, Some(reason()), None)
-                        .await?
-                        .status
-                }
+                "task" => tasks::transition_in(&mut tx.conn(), ctx, id, &to, None).await?.status,
+                "exception" => exceptions::transition_in(tx, ctx, id, &to, Some(reason()), None).await?.status,
                 other => return Err(DomainError::invalid(format!("{other} has no status"))),
             };
             Ok(json!({"entity": entity, "id": id, "status": status}))
@@ -327,11 +242,7 @@ async fn perform(
         "create_task" => {
             let (subject_type, subject_id) = subject_for_records(event);
             let assignee_id = resolve_assignee(tx, event, a.str_param("assign_to")).await?;
-            let due_at = a
-                .params
-                .get("due_in_minutes")
-                .and_then(Value::as_i64)
-                .map(|m| now() + Duration::minutes(m));
+            let due_at = a.params.get("due_in_minutes").and_then(Value::as_i64).map(|m| now() + Duration::minutes(m));
             let t = tasks::insert(
                 &mut tx.conn(),
                 ctx,
@@ -388,9 +299,7 @@ async fn perform(
                     exceptions::assign_in(tx, ctx, sid, who, None).await?;
                 }
                 other => {
-                    return Err(DomainError::invalid(format!(
-                        "assign works on tasks and exceptions, not {other}"
-                    )));
+                    return Err(DomainError::invalid(format!("assign works on tasks and exceptions, not {other}")));
                 }
             };
             Ok(json!({"entity": st, "id": sid, "assignee_id": who}))
@@ -400,11 +309,7 @@ async fn perform(
             let n = notes::insert(
                 &mut tx.conn(),
                 ctx,
-                NewNote {
-                    subject_type: st,
-                    subject_id: sid,
-                    text: a.str_param("text").unwrap_or_default().into(),
-                },
+                NewNote { subject_type: st, subject_id: sid, text: a.str_param("text").unwrap_or_default().into() },
             )
             .await?;
             Ok(json!({"note_id": n.id}))
@@ -424,15 +329,10 @@ pub fn describe(a: &Action, event: &DomainEvent) -> String {
     let p = |k: &str| a.str_param(k).unwrap_or("-").to_string();
     let what = match a.kind.as_str() {
         "update_status" => {
-            let entity = a
-                .str_param("entity")
-                .map(String::from)
-                .unwrap_or(st.clone());
+            let entity = a.str_param("entity").map(String::from).unwrap_or(st.clone());
             format!(
                 "move the {entity} {} to {}",
-                entity_id(event, &entity)
-                    .map(|i| i.to_string())
-                    .unwrap_or("(not named by the event)".into()),
+                entity_id(event, &entity).map(|i| i.to_string()).unwrap_or("(not named by the event)".into()),
                 p("newStatus")
             )
         }
@@ -440,21 +340,12 @@ pub fn describe(a: &Action, event: &DomainEvent) -> String {
             "create a {} task ({} priority) on {st} {sid}{}",
             p("type"),
             a.str_param("priority").unwrap_or("normal"),
-            a.str_param("assign_to")
-                .map(|x| format!(", assigned to {x}"))
-                .unwrap_or_default()
+            a.str_param("assign_to").map(|x| format!(", assigned to {x}")).unwrap_or_default()
         ),
-        "create_exception" => format!(
-            "raise a {} exception ({}) on {st} {sid}",
-            p("type"),
-            p("severity")
-        ),
-        "send_notification" => format!(
-            "send the {} template to the {} on channel {}",
-            p("template"),
-            p("to"),
-            p("channel")
-        ),
+        "create_exception" => format!("raise a {} exception ({}) on {st} {sid}", p("type"), p("severity")),
+        "send_notification" => {
+            format!("send the {} template to the {} on channel {}", p("template"), p("to"), p("channel"))
+        }
         "assign" => format!("assign the {st} {sid} to {}", p("assign_to")),
         "add_note" => format!("add a note to {st} {sid}: {}", p("text")),
         other => format!("unknown action {other}"),

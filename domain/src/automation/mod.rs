@@ -69,15 +69,8 @@ pub struct RuleInput {
 const LOOP_GUARD: Uuid = Uuid::nil();
 
 pub async fn load_rule(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Rule> {
-    q_opt!(
-        conn,
-        Rule,
-        "SELECT * FROM automation_rules WHERE id = $1",
-        id
-    )?
-    .ok_or(DomainError::NotFound {
-        entity: "automation rule",
-    })
+    q_opt!(conn, Rule, "SELECT * FROM automation_rules WHERE id = $1", id)?
+        .ok_or(DomainError::NotFound { entity: "automation rule" })
 }
 
 fn check_input(r: &RuleInput) -> DomainResult<String> {
@@ -156,10 +149,7 @@ pub async fn update_rule(db: &Db, ctx: &Ctx, id: Uuid, r: RuleInput) -> DomainRe
         before.version
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict {
-            entity: "automation rule",
-            current_version: None,
-        });
+        return Err(DomainError::VersionConflict { entity: "automation rule", current_version: None });
     }
     let after = load_rule(&mut conn, id).await?;
     write_audit(
@@ -202,12 +192,7 @@ pub async fn get_rule(db: &Db, ctx: &Ctx, id: Uuid) -> DomainResult<Rule> {
     load_rule(&mut db.acquire().await?.conn(), id).await
 }
 
-pub async fn list_rules(
-    db: &Db,
-    ctx: &Ctx,
-    trigger: Option<String>,
-    page: PageReq,
-) -> DomainResult<Page<Rule>> {
+pub async fn list_rules(db: &Db, ctx: &Ctx, trigger: Option<String>, page: PageReq) -> DomainResult<Page<Rule>> {
     authorize(db, ctx, Permission::AutomationRead, "automation_rule").await?;
     let rows = q_all!(
         &mut db.acquire().await?.conn(),
@@ -300,13 +285,8 @@ pub async fn process_event(db: &Db, event_id: Uuid) -> DomainResult<EventOutcome
     let mut out = EventOutcome::default();
     let event = {
         let mut h = db.acquire().await?;
-        q_opt!(
-            &mut h.conn(),
-            DomainEvent,
-            "SELECT * FROM domain_events WHERE id = $1",
-            event_id
-        )?
-        .ok_or(DomainError::NotFound { entity: "event" })?
+        q_opt!(&mut h.conn(), DomainEvent, "SELECT * FROM domain_events WHERE id = $1", event_id)?
+            .ok_or(DomainError::NotFound { entity: "event" })?
     };
     let rules = {
         let mut h = db.acquire().await?;
@@ -357,11 +337,7 @@ pub async fn process_event(db: &Db, event_id: Uuid) -> DomainResult<EventOutcome
                             "Automation loop stopped: {} at depth {} (rules: {})",
                             event.kind,
                             event.depth,
-                            rules
-                                .iter()
-                                .map(|r| r.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
                         )),
                         severity: "high".into(),
                         subject_type: None,
@@ -487,23 +463,11 @@ pub async fn run_delayed(db: &Db, execution_id: Uuid) -> DomainResult<actions::R
     let (exec, rule, event) = {
         let mut h = db.acquire().await?;
         let mut conn = h.conn();
-        let exec = q_opt!(
-            &mut conn,
-            Execution,
-            "SELECT * FROM automation_executions WHERE id = $1",
-            execution_id
-        )?
-        .ok_or(DomainError::NotFound {
-            entity: "automation execution",
-        })?;
+        let exec = q_opt!(&mut conn, Execution, "SELECT * FROM automation_executions WHERE id = $1", execution_id)?
+            .ok_or(DomainError::NotFound { entity: "automation execution" })?;
         let rule = load_rule(&mut conn, exec.rule_id).await?;
-        let event = q_opt!(
-            &mut conn,
-            DomainEvent,
-            "SELECT * FROM domain_events WHERE id = $1",
-            exec.event_id
-        )?
-        .ok_or(DomainError::NotFound { entity: "event" })?;
+        let event = q_opt!(&mut conn, DomainEvent, "SELECT * FROM domain_events WHERE id = $1", exec.event_id)?
+            .ok_or(DomainError::NotFound { entity: "event" })?;
         (exec, rule, event)
     };
     if exec.status != "queued" && exec.status != "scheduled" {
@@ -558,9 +522,7 @@ pub async fn dry_run(
     let events: Vec<DomainEvent> = match (sample, replay_last) {
         (_, Some(n)) => {
             if !(1..=500).contains(&n) {
-                return Err(DomainError::invalid(
-                    "replay_last must be between 1 and 500",
-                ));
+                return Err(DomainError::invalid("replay_last must be between 1 and 500"));
             }
             q_all!(
                 &mut conn,
@@ -609,8 +571,7 @@ pub async fn dry_run(
                        "actual": rules::lookup(&e.payload.0, &env, &c.field), "holds": rules::holds(c, &e.payload.0, &env)})
             })
             .collect();
-        let matched =
-            e.depth <= MAX_DEPTH && rules::all_hold(&rule.conditions.0, &e.payload.0, &env);
+        let matched = e.depth <= MAX_DEPTH && rules::all_hold(&rule.conditions.0, &e.payload.0, &env);
         let actions = if matched {
             rule.actions.0.iter().map(|a| json!({"type": a.kind, "params": a.params, "delay_minutes": a.delay(), "would": actions::describe(a, &e)})).collect()
         } else {

@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{DomainError, DomainResult};
-use crate::machine::{
-    BOOKING, EXCEPTION, EXCEPTION_TYPES, INQUIRY, Machine, PRIORITIES, SEVERITIES, TASK, TASK_TYPES,
-};
+use crate::machine::{BOOKING, EXCEPTION, EXCEPTION_TYPES, INQUIRY, Machine, PRIORITIES, SEVERITIES, TASK, TASK_TYPES};
 
 /// Events dispatched deeper than this trigger no rules: a loop is cut and reported.
 pub const MAX_DEPTH: i64 = 5;
@@ -64,17 +62,8 @@ pub const TRIGGERS: &[(&str, &[&str])] = &[
     ("note.added", &["note_id", "subject_type", "subject_id"]),
 ];
 
-const INQUIRY_CHANGE: &[&str] = &[
-    "inquiry_id",
-    "from",
-    "to",
-    "reason",
-    "source",
-    "client_id",
-    "booking_id",
-    "status",
-    "inquiry",
-];
+const INQUIRY_CHANGE: &[&str] =
+    &["inquiry_id", "from", "to", "reason", "source", "client_id", "booking_id", "status", "inquiry"];
 const BOOKING_FIELDS: &[&str] = &[
     "booking_id",
     "status",
@@ -92,15 +81,7 @@ const BOOKING_FIELDS: &[&str] = &[
     "reason",
     "client",
 ];
-const PAYMENT_FIELDS: &[&str] = &[
-    "payment_id",
-    "booking_id",
-    "type",
-    "amount",
-    "status",
-    "error",
-    "booking",
-];
+const PAYMENT_FIELDS: &[&str] = &["payment_id", "booking_id", "type", "amount", "status", "error", "booking"];
 const TASK_FIELDS: &[&str] = &[
     "task_id",
     "type",
@@ -129,52 +110,15 @@ const EXCEPTION_FIELDS: &[&str] = &[
     "resolution",
     "exception",
 ];
-const NOTIFICATION_FIELDS: &[&str] = &[
-    "notification_id",
-    "channel",
-    "template",
-    "recipient",
-    "status",
-    "error",
-];
+const NOTIFICATION_FIELDS: &[&str] = &["notification_id", "channel", "template", "recipient", "status", "error"];
 
-pub const OPERATORS: &[&str] = &[
-    "equals",
-    "not_equals",
-    "in",
-    "not_in",
-    "gt",
-    "gte",
-    "lt",
-    "lte",
-    "contains",
-    "exists",
-];
-pub const ACTIONS: &[&str] = &[
-    "update_status",
-    "create_task",
-    "create_exception",
-    "send_notification",
-    "assign",
-    "add_note",
-];
-pub const NOTIFY_CHANNELS: &[&str] = &[
-    "preferred",
-    "telegram_diva",
-    "telegram_kesha",
-    "email",
-    "sms",
-];
-pub const NOTIFY_TARGETS: &[&str] = &[
-    "client",
-    "model",
-    "assignee",
-    "OWNER",
-    "OPS_MANAGER",
-    "OPERATOR",
-    "FINANCE",
-    "CONTENT_MANAGER",
-];
+pub const OPERATORS: &[&str] =
+    &["equals", "not_equals", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "exists"];
+pub const ACTIONS: &[&str] =
+    &["update_status", "create_task", "create_exception", "send_notification", "assign", "add_note"];
+pub const NOTIFY_CHANNELS: &[&str] = &["preferred", "telegram_diva", "telegram_kesha", "email", "sms"];
+pub const NOTIFY_TARGETS: &[&str] =
+    &["client", "model", "assignee", "OWNER", "OPS_MANAGER", "OPERATOR", "FINANCE", "CONTENT_MANAGER"];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Condition {
@@ -197,9 +141,7 @@ pub struct Action {
 
 impl Action {
     pub fn delay(&self) -> i64 {
-        self.delay_minutes
-            .or_else(|| self.params.get("delay_minutes").and_then(Value::as_i64))
-            .unwrap_or(0)
+        self.delay_minutes.or_else(|| self.params.get("delay_minutes").and_then(Value::as_i64)).unwrap_or(0)
     }
 
     pub fn str_param(&self, k: &str) -> Option<&str> {
@@ -208,10 +150,7 @@ impl Action {
 }
 
 pub fn trigger_fields(trigger: &str) -> Option<&'static [&'static str]> {
-    TRIGGERS
-        .iter()
-        .find(|(t, _)| *t == trigger)
-        .map(|(_, f)| *f)
+    TRIGGERS.iter().find(|(t, _)| *t == trigger).map(|(_, f)| *f)
 }
 
 /// The subject type an event is about, from its type's prefix.
@@ -244,10 +183,7 @@ pub fn validate(trigger: &str, conditions: &[Condition], actions: &[Action]) -> 
     for (i, c) in conditions.iter().enumerate() {
         let first = c.field.split('.').next().unwrap_or("");
         if c.field.is_empty() || c.field.split('.').any(str::is_empty) {
-            return Err(bad(format!(
-                "conditions[{i}].field: empty path segment in {:?}",
-                c.field
-            )));
+            return Err(bad(format!("conditions[{i}].field: empty path segment in {:?}", c.field)));
         }
         if first != "event" && !fields.contains(&first) {
             return Err(bad(format!(
@@ -265,28 +201,16 @@ pub fn validate(trigger: &str, conditions: &[Condition], actions: &[Action]) -> 
         }
         match c.operator.as_str() {
             "in" | "not_in" if !c.value.is_array() => {
-                return Err(bad(format!(
-                    "conditions[{i}].value: {} needs an array",
-                    c.operator
-                )));
+                return Err(bad(format!("conditions[{i}].value: {} needs an array", c.operator)));
             }
             "gt" | "gte" | "lt" | "lte" if !(c.value.is_number() || c.value.is_string()) => {
-                return Err(bad(format!(
-                    "conditions[{i}].value: {} needs a number or a string",
-                    c.operator
-                )));
+                return Err(bad(format!("conditions[{i}].value: {} needs a number or a string", c.operator)));
             }
             "exists" if !(c.value.is_null() || c.value.is_boolean()) => {
-                return Err(bad(format!(
-                    "conditions[{i}].value: exists takes true, false or nothing"
-                )));
+                return Err(bad(format!("conditions[{i}].value: exists takes true, false or nothing")));
             }
-            "equals" | "not_equals" | "contains"
-                if c.value.is_null() && c.operator == "contains" =>
-            {
-                return Err(bad(format!(
-                    "conditions[{i}].value: contains needs a value"
-                )));
+            "equals" | "not_equals" | "contains" if c.value.is_null() && c.operator == "contains" => {
+                return Err(bad(format!("conditions[{i}].value: contains needs a value")));
             }
             _ => {}
         }
@@ -309,10 +233,7 @@ fn validate_action(i: usize, trigger: &str, a: &Action) -> DomainResult<()> {
         "assign" => &["assign_to"],
         "add_note" => &["text"],
         other => {
-            return Err(bad(format!(
-                "actions[{i}].type: unknown action {other:?}; actions: {}",
-                ACTIONS.join(", ")
-            )));
+            return Err(bad(format!("actions[{i}].type: unknown action {other:?}; actions: {}", ACTIONS.join(", "))));
         }
     };
     for k in a.params.keys() {
@@ -337,33 +258,23 @@ fn validate_action(i: usize, trigger: &str, a: &Action) -> DomainResult<()> {
     };
     let one_of = |k: &str, v: Option<&str>, set: &[&str]| -> DomainResult<()> {
         match v {
-            Some(v) if !set.contains(&v) => Err(bad(format!(
-                "actions[{i}].params.{k}: {v:?} is not one of {}",
-                set.join(", ")
-            ))),
+            Some(v) if !set.contains(&v) => {
+                Err(bad(format!("actions[{i}].params.{k}: {v:?} is not one of {}", set.join(", "))))
+            }
             _ => Ok(()),
         }
     };
-    let delay = a
-        .delay_minutes
-        .map(Value::from)
-        .or_else(|| p("delay_minutes").cloned());
+    let delay = a.delay_minutes.map(Value::from).or_else(|| p("delay_minutes").cloned());
     if let Some(d) = delay
         && !d.as_i64().is_some_and(|d| (0..=7 * 24 * 60).contains(&d))
     {
-        return Err(bad(format!(
-            "actions[{i}].delay_minutes: must be an integer from 0 to 10080"
-        )));
+        return Err(bad(format!("actions[{i}].delay_minutes: must be an integer from 0 to 10080")));
     }
     match a.kind.as_str() {
         "update_status" => {
             let to = string("newStatus", true)?.unwrap_or_default();
             let entity = string("entity", false)?;
-            one_of(
-                "entity",
-                entity,
-                &["inquiry", "booking", "task", "exception"],
-            )?;
+            one_of("entity", entity, &["inquiry", "booking", "task", "exception"])?;
             let target = entity.unwrap_or(match trigger_subject(trigger) {
                 "payment" => "booking",
                 s => s,
@@ -380,9 +291,7 @@ fn validate_action(i: usize, trigger: &str, a: &Action) -> DomainResult<()> {
             if let Some(o) = p("override")
                 && !o.is_boolean()
             {
-                return Err(bad(format!(
-                    "actions[{i}].params.override: must be true or false"
-                )));
+                return Err(bad(format!("actions[{i}].params.override: must be true or false")));
             }
             string("reason", false)?;
         }
@@ -393,9 +302,7 @@ fn validate_action(i: usize, trigger: &str, a: &Action) -> DomainResult<()> {
             if let Some(d) = p("due_in_minutes")
                 && !d.as_i64().is_some_and(|d| d >= 0)
             {
-                return Err(bad(format!(
-                    "actions[{i}].params.due_in_minutes: must be a non-negative integer"
-                )));
+                return Err(bad(format!("actions[{i}].params.due_in_minutes: must be a non-negative integer")));
             }
             validate_assign_to(i, p("assign_to"))?;
         }
@@ -426,14 +333,8 @@ fn validate_action(i: usize, trigger: &str, a: &Action) -> DomainResult<()> {
 fn validate_assign_to(i: usize, v: Option<&Value>) -> DomainResult<()> {
     match v {
         None | Some(Value::Null) => Ok(()),
-        Some(Value::String(s))
-            if s == "round_robin" || s == "assignee" || uuid::Uuid::parse_str(s).is_ok() =>
-        {
-            Ok(())
-        }
-        _ => Err(bad(format!(
-            "actions[{i}].params.assign_to: a user id, \"round_robin\" or \"assignee\""
-        ))),
+        Some(Value::String(s)) if s == "round_robin" || s == "assignee" || uuid::Uuid::parse_str(s).is_ok() => Ok(()),
+        _ => Err(bad(format!("actions[{i}].params.assign_to: a user id, \"round_robin\" or \"assignee\""))),
     }
 }
 
@@ -471,28 +372,12 @@ pub fn holds(c: &Condition, payload: &Value, envelope: &Value) -> bool {
         "exists" => found.is_some() == c.value.as_bool().unwrap_or(true),
         "equals" => found.is_some_and(|v| loose_eq(v, &c.value)),
         "not_equals" => !found.is_some_and(|v| loose_eq(v, &c.value)),
-        "in" => found.is_some_and(|v| {
-            c.value
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| loose_eq(v, x)))
-        }),
-        "not_in" => !found.is_some_and(|v| {
-            c.value
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| loose_eq(v, x)))
-        }),
-        "gt" => found
-            .and_then(|v| cmp(v, &c.value))
-            .is_some_and(|o| o.is_gt()),
-        "gte" => found
-            .and_then(|v| cmp(v, &c.value))
-            .is_some_and(|o| o.is_ge()),
-        "lt" => found
-            .and_then(|v| cmp(v, &c.value))
-            .is_some_and(|o| o.is_lt()),
-        "lte" => found
-            .and_then(|v| cmp(v, &c.value))
-            .is_some_and(|o| o.is_le()),
+        "in" => found.is_some_and(|v| c.value.as_array().is_some_and(|a| a.iter().any(|x| loose_eq(v, x)))),
+        "not_in" => !found.is_some_and(|v| c.value.as_array().is_some_and(|a| a.iter().any(|x| loose_eq(v, x)))),
+        "gt" => found.and_then(|v| cmp(v, &c.value)).is_some_and(|o| o.is_gt()),
+        "gte" => found.and_then(|v| cmp(v, &c.value)).is_some_and(|o| o.is_ge()),
+        "lt" => found.and_then(|v| cmp(v, &c.value)).is_some_and(|o| o.is_lt()),
+        "lte" => found.and_then(|v| cmp(v, &c.value)).is_some_and(|o| o.is_le()),
         "contains" => match found {
             Some(Value::String(s)) => c.value.as_str().is_some_and(|needle| s.contains(needle)),
             Some(Value::Array(a)) => a.iter().any(|x| loose_eq(x, &c.value)),
@@ -512,11 +397,7 @@ mod tests {
     use serde_json::json;
 
     fn c(field: &str, op: &str, value: Value) -> Condition {
-        Condition {
-            field: field.into(),
-            operator: op.into(),
-            value,
-        }
+        Condition { field: field.into(), operator: op.into(), value }
     }
 
     #[test]
@@ -561,64 +442,32 @@ mod tests {
             delay_minutes: None,
         };
         let ok_action = act("create_task", json!({"type": "follow_up"}));
-        let err = |t: &str, cs: Vec<Condition>, a: Vec<Action>| {
-            validate(t, &cs, &a).unwrap_err().to_string()
-        };
+        let err = |t: &str, cs: Vec<Condition>, a: Vec<Action>| validate(t, &cs, &a).unwrap_err().to_string();
         assert!(err("nope.created", vec![], vec![ok_action.clone()]).starts_with("trigger"));
         assert!(
-            err(
-                "inquiry.created",
-                vec![c("colour", "equals", json!(1))],
-                vec![ok_action.clone()]
-            )
-            .starts_with("conditions[0].field")
+            err("inquiry.created", vec![c("colour", "equals", json!(1))], vec![ok_action.clone()])
+                .starts_with("conditions[0].field")
         );
         assert!(
-            err(
-                "inquiry.created",
-                vec![c("source", "like", json!(1))],
-                vec![ok_action.clone()]
-            )
-            .starts_with("conditions[0].operator")
+            err("inquiry.created", vec![c("source", "like", json!(1))], vec![ok_action.clone()])
+                .starts_with("conditions[0].operator")
         );
         assert!(
-            err(
-                "inquiry.created",
-                vec![c("source", "in", json!("web"))],
-                vec![ok_action.clone()]
-            )
-            .starts_with("conditions[0].value")
+            err("inquiry.created", vec![c("source", "in", json!("web"))], vec![ok_action.clone()])
+                .starts_with("conditions[0].value")
+        );
+        assert!(err("inquiry.created", vec![], vec![act("launch", json!({}))]).starts_with("actions[0].type"));
+        assert!(
+            err("inquiry.created", vec![], vec![act("create_task", json!({"type": 5}))])
+                .starts_with("actions[0].params.type")
         );
         assert!(
-            err("inquiry.created", vec![], vec![act("launch", json!({}))])
-                .starts_with("actions[0].type")
+            err("inquiry.created", vec![], vec![act("update_status", json!({"newStatus": "confirmed"}))])
+                .starts_with("actions[0].params.newStatus")
         );
         assert!(
-            err(
-                "inquiry.created",
-                vec![],
-                vec![act("create_task", json!({"type": 5}))]
-            )
-            .starts_with("actions[0].params.type")
-        );
-        assert!(
-            err(
-                "inquiry.created",
-                vec![],
-                vec![act("update_status", json!({"newStatus": "confirmed"}))]
-            )
-            .starts_with("actions[0].params.newStatus")
-        );
-        assert!(
-            err(
-                "inquiry.created",
-                vec![],
-                vec![act(
-                    "create_task",
-                    json!({"type": "follow_up", "colour": 1})
-                )]
-            )
-            .starts_with("actions[0].params.colour")
+            err("inquiry.created", vec![], vec![act("create_task", json!({"type": "follow_up", "colour": 1}))])
+                .starts_with("actions[0].params.colour")
         );
         validate(
             "payment.succeeded",

@@ -9,10 +9,7 @@ use crate::store::Conn;
 
 /// Open items an operator may hold before round robin passes them over.
 pub fn max_open_items() -> i64 {
-    std::env::var("VIREL_MAX_OPEN_ITEMS_PER_OPERATOR")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(25)
+    std::env::var("VIREL_MAX_OPEN_ITEMS_PER_OPERATOR").ok().and_then(|v| v.parse().ok()).unwrap_or(25)
 }
 
 #[derive(FromRow)]

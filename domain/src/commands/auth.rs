@@ -73,11 +73,7 @@ async fn recent_failures(db: &Db, email: &str, ip: Option<&str>) -> DomainResult
     Ok(row.map(|r| r.n).unwrap_or(0))
 }
 
-async fn issue(
-    conn: &mut crate::store::Conn<'_>,
-    user_id: Uuid,
-    family: Uuid,
-) -> DomainResult<String> {
+async fn issue(conn: &mut crate::store::Conn<'_>, user_id: Uuid, family: Uuid) -> DomainResult<String> {
     let token = new_token();
     let at = now();
     q_exec!(
@@ -99,9 +95,7 @@ pub async fn login(db: &Db, ctx: &Ctx, email: &str, password: &str) -> DomainRes
     let email = email.trim().to_lowercase();
     let failures = recent_failures(db, &email, ctx.ip.as_deref()).await?;
     if failures >= MAX_FAILURES {
-        return Err(DomainError::TooManyRequests {
-            retry_after_secs: (FAILURE_WINDOW_MINUTES * 60) as u64,
-        });
+        return Err(DomainError::TooManyRequests { retry_after_secs: (FAILURE_WINDOW_MINUTES * 60) as u64 });
     }
     // Slow down a guesser before the hard limit: each recent failure costs 100 ms more.
     if failures > 0 {
@@ -118,44 +112,20 @@ pub async fn login(db: &Db, ctx: &Ctx, email: &str, password: &str) -> DomainRes
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
     let Some(user) = user.filter(|_| ok) else {
-        write_audit(
-            &mut conn,
-            ctx,
-            "auth.login_failed",
-            "user",
-            Some(email.clone()),
-            None,
-            None,
-        )
-        .await?;
+        write_audit(&mut conn, ctx, "auth.login_failed", "user", Some(email.clone()), None, None).await?;
         drop(conn);
         tx.commit().await?;
         return Err(DomainError::Unauthorized("wrong email or password".into()));
     };
     let token = issue(&mut conn, user.id, new_id()).await?;
     let actor_ctx = Ctx {
-        actor: Actor::User {
-            id: user.id,
-            role: Role::parse(&user.role).unwrap_or(Role::Operator),
-        },
+        actor: Actor::User { id: user.id, role: Role::parse(&user.role).unwrap_or(Role::Operator) },
         ..ctx.clone()
     };
-    write_audit(
-        &mut conn,
-        &actor_ctx,
-        "auth.login",
-        "user",
-        Some(user.id.to_string()),
-        None,
-        None,
-    )
-    .await?;
+    write_audit(&mut conn, &actor_ctx, "auth.login", "user", Some(user.id.to_string()), None, None).await?;
     drop(conn);
     tx.commit().await?;
-    Ok(Session {
-        user,
-        refresh_token: token,
-    })
+    Ok(Session { user, refresh_token: token })
 }
 
 /// Rotates a refresh token. A token that was already rotated (or revoked) is a sign of theft:
@@ -207,31 +177,17 @@ pub async fn refresh(db: &Db, ctx: &Ctx, token: &str) -> DomainResult<Session> {
         row.id
     )?;
     if n == 0 {
-        return Err(DomainError::Unauthorized(
-            "refresh token already used".into(),
-        ));
+        return Err(DomainError::Unauthorized("refresh token already used".into()));
     }
     let user = load(&mut conn, row.user_id).await?;
     if !user.active {
         return Err(DomainError::Unauthorized("account disabled".into()));
     }
     let token = issue(&mut conn, user.id, row.family_id).await?;
-    write_audit(
-        &mut conn,
-        ctx,
-        "auth.refresh",
-        "user",
-        Some(user.id.to_string()),
-        None,
-        None,
-    )
-    .await?;
+    write_audit(&mut conn, ctx, "auth.refresh", "user", Some(user.id.to_string()), None, None).await?;
     drop(conn);
     tx.commit().await?;
-    Ok(Session {
-        user,
-        refresh_token: token,
-    })
+    Ok(Session { user, refresh_token: token })
 }
 
 /// Ends the session the refresh token belongs to (its whole family).
@@ -247,9 +203,7 @@ pub async fn logout(db: &Db, ctx: &Ctx, token: Option<&str>) -> DomainResult<()>
         )?;
         if let Some(row) = row {
             if Some(row.user_id) != ctx.actor.user_id() {
-                return Err(DomainError::Unauthorized(
-                    "that refresh token belongs to another user".into(),
-                ));
+                return Err(DomainError::Unauthorized("that refresh token belongs to another user".into()));
             }
             let _ = row.id;
             q_exec!(
@@ -267,16 +221,7 @@ pub async fn logout(db: &Db, ctx: &Ctx, token: Option<&str>) -> DomainResult<()>
             uid
         )?;
     }
-    write_audit(
-        &mut conn,
-        ctx,
-        "auth.logout",
-        "user",
-        ctx.actor.user_id().map(|u| u.to_string()),
-        None,
-        None,
-    )
-    .await?;
+    write_audit(&mut conn, ctx, "auth.logout", "user", ctx.actor.user_id().map(|u| u.to_string()), None, None).await?;
     drop(conn);
     tx.commit().await?;
     Ok(())

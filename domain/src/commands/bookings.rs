@@ -9,9 +9,7 @@ use uuid::Uuid;
 
 use super::inquiries::validate_duration;
 use super::tasks::{self, NewTask};
-use super::{
-    Money, PageReq, authorize, check_version, emit, one_of, require_text, snapshot, write_audit,
-};
+use super::{Money, PageReq, authorize, check_version, emit, one_of, require_text, snapshot, write_audit};
 use crate::error::{DomainError, DomainResult};
 use crate::machine::{BOOKING, BOOKING_HOLDS_TIME};
 use crate::policy::Permission;
@@ -91,9 +89,7 @@ async fn check_overlap(
         start
     )?;
     match clash {
-        Some(c) => Err(DomainError::BookingOverlap {
-            conflicting_booking_id: c.id,
-        }),
+        Some(c) => Err(DomainError::BookingOverlap { conflicting_booking_id: c.id }),
         None => Ok(()),
     }
 }
@@ -119,32 +115,22 @@ pub(crate) async fn insert(tx: &mut Tx, ctx: &Ctx, b: NewBookingRow) -> DomainRe
     b.price.validate("price")?;
     b.deposit.validate("deposit")?;
     if b.deposit.amount > b.price.amount {
-        return Err(DomainError::invalid(
-            "deposit.amount must not exceed price.amount",
-        ));
+        return Err(DomainError::invalid("deposit.amount must not exceed price.amount"));
     }
     let client = super::clients::load(&mut tx.conn(), b.client_id)
         .await
         .map_err(|_| DomainError::invalid("client_id names no client"))?;
     if client.blocked {
-        return Err(DomainError::GuardFailed {
-            guard: "client_not_blocked",
-            message: "the client is blocked".into(),
-        });
+        return Err(DomainError::GuardFailed { guard: "client_not_blocked", message: "the client is blocked".into() });
     }
     let model = super::models::load(&mut tx.conn(), b.model_id)
         .await
         .map_err(|_| DomainError::invalid("model_id names no model"))?;
     if model.status != "active" {
-        return Err(DomainError::GuardFailed {
-            guard: "model_active",
-            message: "the model is not active".into(),
-        });
+        return Err(DomainError::GuardFailed { guard: "model_active", message: "the model is not active".into() });
     }
     if let Some(a) = b.assignee_id {
-        super::users::load(&mut tx.conn(), a)
-            .await
-            .map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(&mut tx.conn(), a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
     }
     let id = new_id();
     let end_at = b.start_at + Duration::minutes(b.duration_minutes);
@@ -174,25 +160,8 @@ pub(crate) async fn insert(tx: &mut Tx, ctx: &Ctx, b: NewBookingRow) -> DomainRe
         at
     )?;
     let row = load(&mut conn, id).await?;
-    emit(
-        &mut conn,
-        ctx,
-        "booking.created",
-        "booking",
-        id,
-        event_payload(&row),
-    )
-    .await?;
-    write_audit(
-        &mut conn,
-        ctx,
-        "booking.created",
-        "booking",
-        Some(id.to_string()),
-        None,
-        Some(snapshot(&row)),
-    )
-    .await?;
+    emit(&mut conn, ctx, "booking.created", "booking", id, event_payload(&row)).await?;
+    write_audit(&mut conn, ctx, "booking.created", "booking", Some(id.to_string()), None, Some(snapshot(&row))).await?;
     Ok(row)
 }
 
@@ -202,15 +171,10 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewBooking) -> DomainResult<Booki
         None | Some("draft") => "draft",
         Some("pending") => "pending",
         Some(_) => {
-            return Err(DomainError::invalid(
-                "status of a new booking must be draft or pending",
-            ));
+            return Err(DomainError::invalid("status of a new booking must be draft or pending"));
         }
     };
-    let deposit = input.deposit.clone().unwrap_or(Money {
-        amount: 0,
-        currency: input.price.currency.clone(),
-    });
+    let deposit = input.deposit.clone().unwrap_or(Money { amount: 0, currency: input.price.currency.clone() });
     let mut tx = db.begin().await?;
     let row = insert(
         &mut tx,
@@ -265,27 +229,14 @@ pub async fn list(
 }
 
 async fn deposit_payments(conn: &mut Conn<'_>, booking_id: Uuid) -> DomainResult<Vec<Payment>> {
-    q_all!(
-        conn,
-        Payment,
-        "SELECT * FROM payments WHERE booking_id = $1 AND kind = 'deposit' ORDER BY id",
-        booking_id
-    )
+    q_all!(conn, Payment, "SELECT * FROM payments WHERE booking_id = $1 AND kind = 'deposit' ORDER BY id", booking_id)
 }
 
 /// Moves a booking through its state machine, applying each transition's guard.
-pub async fn transition(
-    db: &Db,
-    ctx: &Ctx,
-    id: Uuid,
-    t: BookingTransition,
-) -> DomainResult<Booking> {
+pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: BookingTransition) -> DomainResult<Booking> {
     authorize(db, ctx, Permission::BookingsWrite, "booking").await?;
     if !BOOKING.is_state(&t.status) {
-        return Err(DomainError::invalid(format!(
-            "status must be one of: {}",
-            BOOKING.states.join(", ")
-        )));
+        return Err(DomainError::invalid(format!("status must be one of: {}", BOOKING.states.join(", "))));
     }
     if t.r#override && t.status == "confirmed" {
         authorize(db, ctx, Permission::BookingsOverride, "booking").await?;
@@ -297,17 +248,9 @@ pub async fn transition(
 }
 
 /// The booking transition inside a caller's transaction (automation actions, quick actions).
-pub async fn transition_in(
-    tx: &mut Tx,
-    ctx: &Ctx,
-    id: Uuid,
-    t: &BookingTransition,
-) -> DomainResult<Booking> {
+pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &BookingTransition) -> DomainResult<Booking> {
     if !BOOKING.is_state(&t.status) {
-        return Err(DomainError::invalid(format!(
-            "status must be one of: {}",
-            BOOKING.states.join(", ")
-        )));
+        return Err(DomainError::invalid(format!("status must be one of: {}", BOOKING.states.join(", "))));
     }
     if t.r#override && t.status == "confirmed" {
         ctx.require_quiet(Permission::BookingsOverride)?;
@@ -321,18 +264,10 @@ pub async fn transition_in(
     let mut extra_events: Vec<(&str, serde_json::Value)> = Vec::new();
     match (before.status.as_str(), t.status.as_str()) {
         ("draft", "pending") => {
-            if before
-                .location
-                .as_deref()
-                .map(str::trim)
-                .unwrap_or("")
-                .is_empty()
-                || before.price_amount <= 0
-            {
+            if before.location.as_deref().map(str::trim).unwrap_or("").is_empty() || before.price_amount <= 0 {
                 return Err(DomainError::GuardFailed {
                     guard: "required_fields",
-                    message: "a booking needs a location and a price above zero to be pending"
-                        .into(),
+                    message: "a booking needs a location and a price above zero to be pending".into(),
                 });
             }
             check_overlap(tx, before.model_id, id, before.start_at, before.end_at).await?;
@@ -345,10 +280,7 @@ pub async fn transition_in(
                 });
             }
             let existing = deposit_payments(&mut tx.conn(), id).await?;
-            if !existing
-                .iter()
-                .any(|p| matches!(p.status.as_str(), "requested" | "pending" | "succeeded"))
-            {
+            if !existing.iter().any(|p| matches!(p.status.as_str(), "requested" | "pending" | "succeeded")) {
                 let pid = new_id();
                 q_exec!(
                     &mut tx.conn(),
@@ -360,17 +292,17 @@ pub async fn transition_in(
                     before.deposit_currency.clone(),
                     at
                 )?;
-                extra_events.push(("payment.requested", json!({
-                    "payment_id": pid, "booking_id": id, "type": "deposit",
-                    "amount": {"amount": before.deposit_amount, "currency": before.deposit_currency}
-                })));
+                extra_events.push((
+                    "payment.requested",
+                    json!({
+                        "payment_id": pid, "booking_id": id, "type": "deposit",
+                        "amount": {"amount": before.deposit_amount, "currency": before.deposit_currency}
+                    }),
+                ));
             }
         }
         ("deposit_required", "confirmed") => {
-            let paid = deposit_payments(&mut tx.conn(), id)
-                .await?
-                .iter()
-                .any(|p| p.status == "succeeded");
+            let paid = deposit_payments(&mut tx.conn(), id).await?.iter().any(|p| p.status == "succeeded");
             if !paid {
                 if !t.r#override {
                     return Err(DomainError::GuardFailed {
@@ -385,8 +317,7 @@ pub async fn transition_in(
             if at < before.start_at - Duration::minutes(30) {
                 return Err(DomainError::GuardFailed {
                     guard: "not_before_start_window",
-                    message: "a booking can start no earlier than 30 minutes before its start time"
-                        .into(),
+                    message: "a booking can start no earlier than 30 minutes before its start time".into(),
                 });
             }
         }
@@ -416,10 +347,7 @@ pub async fn transition_in(
         before.status.clone()
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict {
-            entity: "booking",
-            current_version: None,
-        });
+        return Err(DomainError::VersionConflict { entity: "booking", current_version: None });
     }
     let after = load(&mut tx.conn(), id).await?;
     match after.status.as_str() {
@@ -449,10 +377,7 @@ pub async fn transition_in(
             )?;
         }
         "cancelled" => {
-            let paid = deposit_payments(&mut tx.conn(), id)
-                .await?
-                .into_iter()
-                .find(|p| p.status == "succeeded");
+            let paid = deposit_payments(&mut tx.conn(), id).await?.into_iter().find(|p| p.status == "succeeded");
             if let Some(p) = paid {
                 let finance = q_opt!(
                     &mut tx.conn(),
@@ -465,10 +390,7 @@ pub async fn transition_in(
                     ctx,
                     NewTask {
                         kind: "custom".into(),
-                        title: Some(format!(
-                            "Review refund of the paid deposit ({} {})",
-                            p.amount, p.currency
-                        )),
+                        title: Some(format!("Review refund of the paid deposit ({} {})", p.amount, p.currency)),
                         priority: Some("high".into()),
                         subject_type: Some("booking".into()),
                         subject_id: Some(id),
@@ -486,15 +408,7 @@ pub async fn transition_in(
     payload["from"] = json!(before.status);
     payload["to"] = json!(after.status);
     payload["reason"] = json!(t.reason);
-    emit(
-        &mut conn,
-        ctx,
-        "booking.status_changed",
-        "booking",
-        id,
-        payload.clone(),
-    )
-    .await?;
+    emit(&mut conn, ctx, "booking.status_changed", "booking", id, payload.clone()).await?;
     let specific = match after.status.as_str() {
         "confirmed" => Some("booking.confirmed"),
         "cancelled" => Some("booking.cancelled"),
@@ -509,10 +423,7 @@ pub async fn transition_in(
         emit(&mut conn, ctx, kind, "booking", id, payload).await?;
     }
     for (kind, p) in extra_events {
-        let pid = p["payment_id"]
-            .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .unwrap_or(id);
+        let pid = p["payment_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).unwrap_or(id);
         emit(&mut conn, ctx, kind, "payment", pid, p).await?;
     }
     write_audit(

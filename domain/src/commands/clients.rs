@@ -40,32 +40,18 @@ pub struct ClientPatch {
 fn normalize_phone(p: &str) -> DomainResult<String> {
     let trimmed = p.trim();
     let digits = trimmed.chars().filter(|c| c.is_ascii_digit()).count();
-    let ok_chars = trimmed
-        .chars()
-        .all(|c| c.is_ascii_digit() || " +-()".contains(c));
+    let ok_chars = trimmed.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c));
     if !ok_chars || !(6..=15).contains(&digits) {
-        return Err(DomainError::invalid(
-            "phone must be a phone number of 6 to 15 digits",
-        ));
+        return Err(DomainError::invalid("phone must be a phone number of 6 to 15 digits"));
     }
     let plus = if trimmed.starts_with('+') { "+" } else { "" };
-    Ok(format!(
-        "{plus}{}",
-        trimmed
-            .chars()
-            .filter(|c| c.is_ascii_digit())
-            .collect::<String>()
-    ))
+    Ok(format!("{plus}{}", trimmed.chars().filter(|c| c.is_ascii_digit()).collect::<String>()))
 }
 
 fn normalize_email(e: &str) -> DomainResult<String> {
     let e = e.trim().to_lowercase();
     match e.split_once('@') {
-        Some((l, d))
-            if !l.is_empty() && d.contains('.') && !d.starts_with('.') && e.len() <= 254 =>
-        {
-            Ok(e)
-        }
+        Some((l, d)) if !l.is_empty() && d.contains('.') && !d.starts_with('.') && e.len() <= 254 => Ok(e),
         _ => Err(DomainError::invalid("email must be an email address")),
     }
 }
@@ -73,9 +59,7 @@ fn normalize_email(e: &str) -> DomainResult<String> {
 fn normalize_telegram(t: &str) -> DomainResult<String> {
     let t = t.trim().trim_start_matches('@');
     if t.len() < 3 || t.len() > 64 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(DomainError::invalid(
-            "telegram must be a Telegram handle such as @name",
-        ));
+        return Err(DomainError::invalid("telegram must be a Telegram handle such as @name"));
     }
     Ok(format!("@{t}"))
 }
@@ -94,11 +78,7 @@ struct Contact {
     telegram: Option<String>,
 }
 
-fn contact(
-    phone: Option<&str>,
-    email: Option<&str>,
-    telegram: Option<&str>,
-) -> DomainResult<Contact> {
+fn contact(phone: Option<&str>, email: Option<&str>, telegram: Option<&str>) -> DomainResult<Contact> {
     Ok(Contact {
         phone: opt(phone, normalize_phone)?,
         email: opt(email, normalize_email)?,
@@ -107,22 +87,13 @@ fn contact(
 }
 
 pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Client> {
-    q_opt!(conn, Client, "SELECT * FROM clients WHERE id = $1", id)?
-        .ok_or(DomainError::NotFound { entity: "client" })
+    q_opt!(conn, Client, "SELECT * FROM clients WHERE id = $1", id)?.ok_or(DomainError::NotFound { entity: "client" })
 }
 
 /// Inserts a client inside the caller's transaction (an inquiry may create its client).
-pub(crate) async fn insert(
-    conn: &mut Conn<'_>,
-    ctx: &Ctx,
-    input: &NewClient,
-) -> DomainResult<Client> {
+pub(crate) async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, input: &NewClient) -> DomainResult<Client> {
     let name = require_text(Some(&input.name), "name")?;
-    let c = contact(
-        input.phone.as_deref(),
-        input.email.as_deref(),
-        input.telegram.as_deref(),
-    )?;
+    let c = contact(input.phone.as_deref(), input.email.as_deref(), input.telegram.as_deref())?;
     if let Some(ch) = &input.preferred_channel {
         one_of(ch, CHANNELS, "preferred_channel")?;
     }
@@ -143,33 +114,13 @@ pub(crate) async fn insert(
         at
     )?;
     let row = load(conn, id).await?;
-    emit(
-        conn,
-        ctx,
-        "client.created",
-        "client",
-        id,
-        json!({"client_id": id}),
-    )
-    .await?;
-    write_audit(
-        conn,
-        ctx,
-        "client.created",
-        "client",
-        Some(id.to_string()),
-        None,
-        Some(snapshot(&row)),
-    )
-    .await?;
+    emit(conn, ctx, "client.created", "client", id, json!({"client_id": id})).await?;
+    write_audit(conn, ctx, "client.created", "client", Some(id.to_string()), None, Some(snapshot(&row))).await?;
     Ok(row)
 }
 
 /// Finds the client an inquiry names by phone or email, so one person is one client.
-pub(crate) async fn find_duplicate(
-    conn: &mut Conn<'_>,
-    input: &NewClient,
-) -> DomainResult<Option<Client>> {
+pub(crate) async fn find_duplicate(conn: &mut Conn<'_>, input: &NewClient) -> DomainResult<Option<Client>> {
     let c = contact(input.phone.as_deref(), input.email.as_deref(), None)?;
     if c.phone.is_none() && c.email.is_none() {
         return Ok(None);
@@ -197,16 +148,9 @@ pub async fn get(db: &Db, ctx: &Ctx, id: Uuid) -> DomainResult<Client> {
     load(&mut db.acquire().await?.conn(), id).await
 }
 
-pub async fn list(
-    db: &Db,
-    ctx: &Ctx,
-    q: Option<String>,
-    page: PageReq,
-) -> DomainResult<Page<Client>> {
+pub async fn list(db: &Db, ctx: &Ctx, q: Option<String>, page: PageReq) -> DomainResult<Page<Client>> {
     authorize(db, ctx, Permission::ClientsRead, "client").await?;
-    let pattern = q
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| format!("%{}%", s.trim().to_lowercase()));
+    let pattern = q.filter(|s| !s.trim().is_empty()).map(|s| format!("%{}%", s.trim().to_lowercase()));
     let rows = q_all!(
         &mut db.acquire().await?.conn(),
         Client,
@@ -225,11 +169,7 @@ pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, patch: ClientPatch) -> DomainR
     let mut conn = tx.conn();
     let before = load(&mut conn, id).await?;
     check_version("client", patch.version, before.version)?;
-    let c = contact(
-        patch.phone.as_deref(),
-        patch.email.as_deref(),
-        patch.telegram.as_deref(),
-    )?;
+    let c = contact(patch.phone.as_deref(), patch.email.as_deref(), patch.telegram.as_deref())?;
     let name = match &patch.name {
         Some(n) => require_text(Some(n), "name")?,
         None => before.name.clone(),
@@ -254,10 +194,7 @@ pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, patch: ClientPatch) -> DomainR
         before.version
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict {
-            entity: "client",
-            current_version: None,
-        });
+        return Err(DomainError::VersionConflict { entity: "client", current_version: None });
     }
     let after = load(&mut conn, id).await?;
     write_audit(
@@ -293,15 +230,7 @@ pub async fn block(db: &Db, ctx: &Ctx, id: Uuid, reason: Option<String>) -> Doma
         id
     )?;
     let after = load(&mut conn, id).await?;
-    emit(
-        &mut conn,
-        ctx,
-        "client.blocked",
-        "client",
-        id,
-        json!({"client_id": id, "reason": reason}),
-    )
-    .await?;
+    emit(&mut conn, ctx, "client.blocked", "client", id, json!({"client_id": id, "reason": reason})).await?;
     write_audit(
         &mut conn,
         ctx,

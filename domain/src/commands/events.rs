@@ -35,3 +35,8 @@ pub async fn booking_timeline(db: &Db, ctx: &Ctx, booking_id: Uuid) -> DomainRes
     )?;
     Ok(Timeline { events, notes })
 }
+
+pub async fn load(db: &Db, id: Uuid) -> crate::DomainResult<DomainEvent> {
+    crate::q_opt!(&mut db.acquire().await?.conn(), DomainEvent, "SELECT * FROM domain_events WHERE id = $1", id)?
+        .ok_or(crate::DomainError::NotFound { entity: "event" })
+}

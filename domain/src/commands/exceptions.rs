@@ -25,15 +25,8 @@ pub struct NewException {
 }
 
 pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Exception> {
-    q_opt!(
-        conn,
-        Exception,
-        "SELECT * FROM exceptions WHERE id = $1",
-        id
-    )?
-    .ok_or(DomainError::NotFound {
-        entity: "exception",
-    })
+    q_opt!(conn, Exception, "SELECT * FROM exceptions WHERE id = $1", id)?
+        .ok_or(DomainError::NotFound { entity: "exception" })
 }
 
 pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, e: NewException) -> DomainResult<Exception> {
@@ -43,21 +36,13 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, e: NewException) -> DomainRe
         (Some(st), Some(sid)) => check_subject(conn, st, sid).await?,
         (None, None) => {}
         _ => {
-            return Err(DomainError::invalid(
-                "subject_type and subject_id go together",
-            ));
+            return Err(DomainError::invalid("subject_type and subject_id go together"));
         }
     }
     if let Some(a) = e.assignee_id {
-        super::users::load(conn, a)
-            .await
-            .map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
     }
-    let title = e
-        .title
-        .clone()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| e.kind.replace('_', " "));
+    let title = e.title.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| e.kind.replace('_', " "));
     let id = new_id();
     let at = now();
     q_exec!(
@@ -75,25 +60,8 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, e: NewException) -> DomainRe
         at
     )?;
     let row = load(conn, id).await?;
-    emit(
-        conn,
-        ctx,
-        "exception.created",
-        "exception",
-        id,
-        payload(&row),
-    )
-    .await?;
-    write_audit(
-        conn,
-        ctx,
-        "exception.created",
-        "exception",
-        Some(id.to_string()),
-        None,
-        Some(snapshot(&row)),
-    )
-    .await?;
+    emit(conn, ctx, "exception.created", "exception", id, payload(&row)).await?;
+    write_audit(conn, ctx, "exception.created", "exception", Some(id.to_string()), None, Some(snapshot(&row))).await?;
     Ok(row)
 }
 
@@ -139,11 +107,7 @@ pub async fn list(
     if let Some(k) = &kind {
         one_of(k, EXCEPTION_TYPES, "type")?;
     }
-    let only_for = if ctx.sees_all_items() {
-        None
-    } else {
-        ctx.actor.user_id()
-    };
+    let only_for = if ctx.sees_all_items() { None } else { ctx.actor.user_id() };
     let rows = q_all!(
         &mut db.acquire().await?.conn(),
         Exception,
@@ -170,10 +134,7 @@ pub async fn transition(
 ) -> DomainResult<Exception> {
     authorize(db, ctx, Permission::ExceptionsWrite, "exception").await?;
     if !EXCEPTION.is_state(to) {
-        return Err(DomainError::invalid(format!(
-            "status must be one of: {}",
-            EXCEPTION.states.join(", ")
-        )));
+        return Err(DomainError::invalid(format!("status must be one of: {}", EXCEPTION.states.join(", "))));
     }
     load_visible(db, ctx, id).await?;
     let mut tx = db.begin().await?;
@@ -192,10 +153,7 @@ pub async fn transition_in(
     version: Option<i64>,
 ) -> DomainResult<Exception> {
     if !EXCEPTION.is_state(to) {
-        return Err(DomainError::invalid(format!(
-            "status must be one of: {}",
-            EXCEPTION.states.join(", ")
-        )));
+        return Err(DomainError::invalid(format!("status must be one of: {}", EXCEPTION.states.join(", "))));
     }
     let mut conn = tx.conn();
     let before = load(&mut conn, id).await?;
@@ -218,25 +176,14 @@ pub async fn transition_in(
         before.status.clone()
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict {
-            entity: "exception",
-            current_version: None,
-        });
+        return Err(DomainError::VersionConflict { entity: "exception", current_version: None });
     }
     let after = load(&mut conn, id).await?;
     let mut p = payload(&after);
     p["from"] = json!(before.status);
     p["to"] = json!(after.status);
     p["resolution"] = json!(after.resolution);
-    emit(
-        &mut conn,
-        ctx,
-        "exception.status_changed",
-        "exception",
-        id,
-        p.clone(),
-    )
-    .await?;
+    emit(&mut conn, ctx, "exception.status_changed", "exception", id, p.clone()).await?;
     if matches!(to, "resolved" | "dismissed") {
         emit(&mut conn, ctx, "exception.resolved", "exception", id, p).await?;
     }
@@ -290,9 +237,7 @@ pub async fn assign_in(
         });
     }
     if let Some(a) = assignee_id {
-        super::users::load(&mut conn, a)
-            .await
-            .map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(&mut conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
     }
     let n = q_exec!(
         &mut conn,
@@ -303,10 +248,7 @@ pub async fn assign_in(
         before.version
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict {
-            entity: "exception",
-            current_version: None,
-        });
+        return Err(DomainError::VersionConflict { entity: "exception", current_version: None });
     }
     let after = load(&mut conn, id).await?;
     emit(

@@ -63,9 +63,7 @@ pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Inquiry> {
 
 pub fn validate_duration(d: i64) -> DomainResult<()> {
     if !(15..=24 * 60).contains(&d) {
-        return Err(DomainError::invalid(
-            "duration_minutes must be between 15 and 1440",
-        ));
+        return Err(DomainError::invalid("duration_minutes must be between 15 and 1440"));
     }
     Ok(())
 }
@@ -85,39 +83,27 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewInquiry) -> DomainResult<Inqui
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
     let client = match (input.client_id, &input.client) {
-        (Some(id), None) => clients::load(&mut conn, id)
-            .await
-            .map_err(|_| DomainError::invalid("client_id names no client"))?,
+        (Some(id), None) => {
+            clients::load(&mut conn, id).await.map_err(|_| DomainError::invalid("client_id names no client"))?
+        }
         (None, Some(c)) => match clients::find_duplicate(&mut conn, c).await? {
             Some(existing) => existing,
             None => clients::insert(&mut conn, ctx, c).await?,
         },
         (Some(_), Some(_)) => {
-            return Err(DomainError::invalid(
-                "give either client_id or client, not both",
-            ));
+            return Err(DomainError::invalid("give either client_id or client, not both"));
         }
         (None, None) => return Err(DomainError::invalid("client_id or client is required")),
     };
     if let Some(m) = input.model_id {
-        super::models::load(&mut conn, m)
-            .await
-            .map_err(|_| DomainError::invalid("model_id names no model"))?;
+        super::models::load(&mut conn, m).await.map_err(|_| DomainError::invalid("model_id names no model"))?;
     }
     if let Some(a) = input.assignee_id {
-        super::users::load(&mut conn, a)
-            .await
-            .map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(&mut conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
     }
     // A blocked client's inquiry is recorded (nothing is lost) but closed at once.
     let (status, lost_reason) = if client.blocked {
-        (
-            "lost",
-            Some(format!(
-                "client is blocked: {}",
-                client.blocked_reason.clone().unwrap_or_default()
-            )),
-        )
+        ("lost", Some(format!("client is blocked: {}", client.blocked_reason.clone().unwrap_or_default())))
     } else {
         ("new", None)
     };
@@ -145,25 +131,8 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewInquiry) -> DomainResult<Inqui
         at
     )?;
     let row = load(&mut conn, id).await?;
-    emit(
-        &mut conn,
-        ctx,
-        "inquiry.created",
-        "inquiry",
-        id,
-        event_payload(&row, &client),
-    )
-    .await?;
-    write_audit(
-        &mut conn,
-        ctx,
-        "inquiry.created",
-        "inquiry",
-        Some(id.to_string()),
-        None,
-        Some(snapshot(&row)),
-    )
-    .await?;
+    emit(&mut conn, ctx, "inquiry.created", "inquiry", id, event_payload(&row, &client)).await?;
+    write_audit(&mut conn, ctx, "inquiry.created", "inquiry", Some(id.to_string()), None, Some(snapshot(&row))).await?;
     if client.blocked {
         emit(
             &mut conn,
@@ -238,18 +207,10 @@ pub async fn list(
 
 /// Moves an inquiry through its state machine (all targets but `converted`, which only
 /// `convert_to_booking` reaches).
-pub async fn transition(
-    db: &Db,
-    ctx: &Ctx,
-    id: Uuid,
-    t: InquiryTransition,
-) -> DomainResult<Inquiry> {
+pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: InquiryTransition) -> DomainResult<Inquiry> {
     authorize(db, ctx, Permission::InquiriesWrite, "inquiry").await?;
     if !INQUIRY.is_state(&t.status) {
-        return Err(DomainError::invalid(format!(
-            "status must be one of: {}",
-            INQUIRY.states.join(", ")
-        )));
+        return Err(DomainError::invalid(format!("status must be one of: {}", INQUIRY.states.join(", "))));
     }
     let mut tx = db.begin().await?;
     let after = transition_in(&mut tx, ctx, id, &t).await?;
@@ -258,17 +219,9 @@ pub async fn transition(
 }
 
 /// The inquiry transition inside a caller's transaction.
-pub async fn transition_in(
-    tx: &mut Tx,
-    ctx: &Ctx,
-    id: Uuid,
-    t: &InquiryTransition,
-) -> DomainResult<Inquiry> {
+pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &InquiryTransition) -> DomainResult<Inquiry> {
     if !INQUIRY.is_state(&t.status) {
-        return Err(DomainError::invalid(format!(
-            "status must be one of: {}",
-            INQUIRY.states.join(", ")
-        )));
+        return Err(DomainError::invalid(format!("status must be one of: {}", INQUIRY.states.join(", "))));
     }
     let mut conn = tx.conn();
     let before = load(&mut conn, id).await?;
@@ -280,8 +233,7 @@ pub async fn transition_in(
         "converted" => {
             return Err(DomainError::GuardFailed {
                 guard: "convert_to_booking",
-                message: "an inquiry is converted only by POST /inquiries/{id}/convert-to-booking"
-                    .into(),
+                message: "an inquiry is converted only by POST /inquiries/{id}/convert-to-booking".into(),
             });
         }
         "awaiting_client" => {
@@ -291,9 +243,7 @@ pub async fn transition_in(
                 _ => {
                     return Err(DomainError::GuardFailed {
                         guard: "proposal_recorded",
-                        message:
-                            "a proposal (model_id and start_at) is required to await the client"
-                                .into(),
+                        message: "a proposal (model_id and start_at) is required to await the client".into(),
                     });
                 }
             };
@@ -322,22 +272,11 @@ pub async fn transition_in(
         before.status.clone()
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict {
-            entity: "inquiry",
-            current_version: None,
-        });
+        return Err(DomainError::VersionConflict { entity: "inquiry", current_version: None });
     }
     let after = load(&mut conn, id).await?;
     let payload = json!({"inquiry_id": id, "from": before.status, "to": after.status, "reason": t.reason, "source": after.source, "client_id": after.client_id});
-    emit(
-        &mut conn,
-        ctx,
-        "inquiry.status_changed",
-        "inquiry",
-        id,
-        payload.clone(),
-    )
-    .await?;
+    emit(&mut conn, ctx, "inquiry.status_changed", "inquiry", id, payload.clone()).await?;
     if after.status == "lost" {
         emit(&mut conn, ctx, "inquiry.lost", "inquiry", id, payload).await?;
     }
@@ -365,15 +304,8 @@ pub async fn convert_to_booking(db: &Db, ctx: &Ctx, id: Uuid, c: Convert) -> Dom
     let mut tx = db.begin().await?;
     let before = load(&mut tx.conn(), id).await?;
     INQUIRY.check(&before.status, "converted")?;
-    let proposal = before
-        .proposal
-        .as_ref()
-        .map(|p| p.0.clone())
-        .unwrap_or(Value::Null);
-    let proposed_model = proposal
-        .get("model_id")
-        .and_then(|v| v.as_str())
-        .and_then(|s| Uuid::parse_str(s).ok());
+    let proposal = before.proposal.as_ref().map(|p| p.0.clone()).unwrap_or(Value::Null);
+    let proposed_model = proposal.get("model_id").and_then(|v| v.as_str()).and_then(|s| Uuid::parse_str(s).ok());
     let proposed_start = proposal
         .get("start_at")
         .and_then(|v| v.as_str())
@@ -388,19 +320,12 @@ pub async fn convert_to_booking(db: &Db, ctx: &Ctx, id: Uuid, c: Convert) -> Dom
         .start_at
         .or(proposed_start)
         .or(before.requested_start)
-        .ok_or_else(|| {
-            DomainError::invalid("start_at is required: the inquiry has no requested start")
-        })?;
+        .ok_or_else(|| DomainError::invalid("start_at is required: the inquiry has no requested start"))?;
     let duration = c
         .duration_minutes
         .or(before.duration_minutes)
-        .ok_or_else(|| {
-            DomainError::invalid("duration_minutes is required: the inquiry has none")
-        })?;
-    let deposit = c.deposit.clone().unwrap_or(Money {
-        amount: 0,
-        currency: c.price.currency.clone(),
-    });
+        .ok_or_else(|| DomainError::invalid("duration_minutes is required: the inquiry has none"))?;
+    let deposit = c.deposit.clone().unwrap_or(Money { amount: 0, currency: c.price.currency.clone() });
     let booking = bookings::insert(
         &mut tx,
         ctx,
@@ -430,22 +355,11 @@ pub async fn convert_to_booking(db: &Db, ctx: &Ctx, id: Uuid, c: Convert) -> Dom
         before.status.clone()
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict {
-            entity: "inquiry",
-            current_version: None,
-        });
+        return Err(DomainError::VersionConflict { entity: "inquiry", current_version: None });
     }
     let after = load(&mut conn, id).await?;
     let payload = json!({"inquiry_id": id, "from": before.status, "to": "converted", "booking_id": booking.id, "client_id": after.client_id});
-    emit(
-        &mut conn,
-        ctx,
-        "inquiry.status_changed",
-        "inquiry",
-        id,
-        payload.clone(),
-    )
-    .await?;
+    emit(&mut conn, ctx, "inquiry.status_changed", "inquiry", id, payload.clone()).await?;
     emit(&mut conn, ctx, "inquiry.converted", "inquiry", id, payload).await?;
     write_audit(
         &mut conn,

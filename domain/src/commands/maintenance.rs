@@ -30,23 +30,13 @@ pub async fn acquire_lease(db: &Db, name: &str, holder: &str, ttl: Duration) -> 
 /// Gives the lease up (on shutdown), so a standby takes over at once.
 pub async fn release_lease(db: &Db, name: &str, holder: &str) -> DomainResult<()> {
     let mut tx = db.begin().await?;
-    q_exec!(
-        &mut tx.conn(),
-        "DELETE FROM leases WHERE name = $1 AND holder = $2",
-        name,
-        holder
-    )?;
+    q_exec!(&mut tx.conn(), "DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder)?;
     tx.commit().await
 }
 
 /// Claims one tick of a schedule. True for exactly one claimant of (schedule, tick), however
 /// many schedulers race for it.
-pub async fn claim_tick(
-    db: &Db,
-    schedule: &str,
-    tick_at: DateTime<Utc>,
-    holder: &str,
-) -> DomainResult<bool> {
+pub async fn claim_tick(db: &Db, schedule: &str, tick_at: DateTime<Utc>, holder: &str) -> DomainResult<bool> {
     let mut tx = db.begin().await?;
     let n = q_exec!(
         &mut tx.conn(),
@@ -73,33 +63,16 @@ pub async fn purge_expired(db: &Db, ctx: &Ctx) -> DomainResult<Purged> {
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
     let p = Purged {
-        refresh_tokens: q_exec!(
-            &mut conn,
-            "DELETE FROM refresh_tokens WHERE expires_at < $1",
-            at - Duration::days(1)
-        )?,
+        refresh_tokens: q_exec!(&mut conn, "DELETE FROM refresh_tokens WHERE expires_at < $1", at - Duration::days(1))?,
         idempotency_keys: q_exec!(
             &mut conn,
             "DELETE FROM idempotency_keys WHERE created_at < $1",
             at - Duration::hours(24)
         )?,
-        schedule_runs: q_exec!(
-            &mut conn,
-            "DELETE FROM schedule_runs WHERE tick_at < $1",
-            at - Duration::days(7)
-        )?,
+        schedule_runs: q_exec!(&mut conn, "DELETE FROM schedule_runs WHERE tick_at < $1", at - Duration::days(7))?,
     };
     if p.refresh_tokens + p.idempotency_keys + p.schedule_runs > 0 {
-        write_audit(
-            &mut conn,
-            ctx,
-            "retention.purged",
-            "system",
-            None,
-            None,
-            Some(json!(p)),
-        )
-        .await?;
+        write_audit(&mut conn, ctx, "retention.purged", "system", None, None, Some(json!(p))).await?;
     }
     drop(conn);
     tx.commit().await?;

@@ -114,14 +114,10 @@ pub struct Money {
 impl Money {
     pub fn validate(&self, what: &str) -> DomainResult<()> {
         if self.amount < 0 {
-            return Err(DomainError::invalid(format!(
-                "{what}.amount must not be negative"
-            )));
+            return Err(DomainError::invalid(format!("{what}.amount must not be negative")));
         }
         if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
-            return Err(DomainError::invalid(format!(
-                "{what}.currency must be an ISO 4217 code such as GBP"
-            )));
+            return Err(DomainError::invalid(format!("{what}.currency must be an ISO 4217 code such as GBP")));
         }
         Ok(())
     }
@@ -141,10 +137,7 @@ impl PageReq {
     pub fn new(limit: Option<i64>, cursor: Option<Uuid>) -> DomainResult<PageReq> {
         let limit = limit.unwrap_or(Self::DEFAULT);
         if !(1..=Self::MAX).contains(&limit) {
-            return Err(DomainError::invalid(format!(
-                "limit must be between 1 and {}",
-                Self::MAX
-            )));
+            return Err(DomainError::invalid(format!("limit must be between 1 and {}", Self::MAX)));
         }
         Ok(PageReq { limit, cursor })
     }
@@ -166,24 +159,14 @@ pub fn one_of(value: &str, allowed: &[&str], what: &str) -> DomainResult<()> {
     if allowed.contains(&value) {
         Ok(())
     } else {
-        Err(DomainError::invalid(format!(
-            "{what} must be one of: {}",
-            allowed.join(", ")
-        )))
+        Err(DomainError::invalid(format!("{what} must be one of: {}", allowed.join(", "))))
     }
 }
 
 /// Refuses a write made against a stale copy, when the caller said which version it saw.
-pub fn check_version(
-    entity: &'static str,
-    expected: Option<i64>,
-    current: i64,
-) -> DomainResult<()> {
+pub fn check_version(entity: &'static str, expected: Option<i64>, current: i64) -> DomainResult<()> {
     match expected {
-        Some(v) if v != current => Err(DomainError::VersionConflict {
-            entity,
-            current_version: Some(current),
-        }),
+        Some(v) if v != current => Err(DomainError::VersionConflict { entity, current_version: Some(current) }),
         _ => Ok(()),
     }
 }

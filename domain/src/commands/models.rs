@@ -48,15 +48,9 @@ pub struct ModelPatch {
 fn validate_rates(rates: &[Rate]) -> DomainResult<()> {
     for (i, r) in rates.iter().enumerate() {
         if !(15..=24 * 60).contains(&r.duration_minutes) {
-            return Err(DomainError::invalid(format!(
-                "rates[{i}].duration_minutes must be 15 to 1440"
-            )));
+            return Err(DomainError::invalid(format!("rates[{i}].duration_minutes must be 15 to 1440")));
         }
-        super::Money {
-            amount: r.amount,
-            currency: r.currency.clone(),
-        }
-        .validate(&format!("rates[{i}]"))?;
+        super::Money { amount: r.amount, currency: r.currency.clone() }.validate(&format!("rates[{i}]"))?;
     }
     Ok(())
 }
@@ -65,13 +59,9 @@ fn validate_slug(slug: &Option<String>) -> DomainResult<()> {
     if let Some(s) = slug
         && (s.is_empty()
             || s.len() > 80
-            || !s
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+            || !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
     {
-        return Err(DomainError::invalid(
-            "seo_slug must be lowercase letters, digits and dashes",
-        ));
+        return Err(DomainError::invalid("seo_slug must be lowercase letters, digits and dashes"));
     }
     Ok(())
 }
@@ -84,8 +74,7 @@ fn validate_attributes(a: &Option<Value>) -> DomainResult<()> {
 }
 
 pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Model> {
-    q_opt!(conn, Model, "SELECT * FROM models WHERE id = $1", id)?
-        .ok_or(DomainError::NotFound { entity: "model" })
+    q_opt!(conn, Model, "SELECT * FROM models WHERE id = $1", id)?.ok_or(DomainError::NotFound { entity: "model" })
 }
 
 pub async fn create(db: &Db, ctx: &Ctx, input: NewModel) -> DomainResult<Model> {
@@ -112,31 +101,10 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewModel) -> DomainResult<Model> 
         input.seo_slug.clone(),
         at
     )?;
-    q_exec!(
-        &mut conn,
-        "INSERT INTO model_stats (model_id) VALUES ($1)",
-        id
-    )?;
+    q_exec!(&mut conn, "INSERT INTO model_stats (model_id) VALUES ($1)", id)?;
     let row = load(&mut conn, id).await?;
-    emit(
-        &mut conn,
-        ctx,
-        "model.created",
-        "model",
-        id,
-        json!({"model_id": id}),
-    )
-    .await?;
-    write_audit(
-        &mut conn,
-        ctx,
-        "model.created",
-        "model",
-        Some(id.to_string()),
-        None,
-        Some(snapshot(&row)),
-    )
-    .await?;
+    emit(&mut conn, ctx, "model.created", "model", id, json!({"model_id": id})).await?;
+    write_audit(&mut conn, ctx, "model.created", "model", Some(id.to_string()), None, Some(snapshot(&row))).await?;
     drop(conn);
     tx.commit().await?;
     Ok(row)
@@ -147,12 +115,7 @@ pub async fn get(db: &Db, ctx: &Ctx, id: Uuid) -> DomainResult<Model> {
     load(&mut db.acquire().await?.conn(), id).await
 }
 
-pub async fn list(
-    db: &Db,
-    ctx: &Ctx,
-    status: Option<String>,
-    page: PageReq,
-) -> DomainResult<Page<Model>> {
+pub async fn list(db: &Db, ctx: &Ctx, status: Option<String>, page: PageReq) -> DomainResult<Page<Model>> {
     authorize(db, ctx, Permission::ModelsRead, "model").await?;
     if let Some(s) = &status {
         one_of(s, &["active", "inactive"], "status")?;
@@ -204,10 +167,7 @@ pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, p: ModelPatch) -> DomainResult
         before.version
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict {
-            entity: "model",
-            current_version: None,
-        });
+        return Err(DomainError::VersionConflict { entity: "model", current_version: None });
     }
     let after = load(&mut conn, id).await?;
     write_audit(

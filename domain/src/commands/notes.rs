@@ -22,9 +22,7 @@ pub struct NewNote {
 pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, n: NewNote) -> DomainResult<Note> {
     let text = require_text(Some(&n.text), "text")?;
     if text.len() > 10_000 {
-        return Err(DomainError::invalid(
-            "text must be at most 10000 characters",
-        ));
+        return Err(DomainError::invalid("text must be at most 10000 characters"));
     }
     check_subject(conn, &n.subject_type, n.subject_id).await?;
     let id = new_id();
@@ -38,8 +36,8 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, n: NewNote) -> DomainResult<
         text,
         now()
     )?;
-    let row = q_opt!(conn, Note, "SELECT * FROM notes WHERE id = $1", id)?
-        .ok_or(DomainError::NotFound { entity: "note" })?;
+    let row =
+        q_opt!(conn, Note, "SELECT * FROM notes WHERE id = $1", id)?.ok_or(DomainError::NotFound { entity: "note" })?;
     emit(
         conn,
         ctx,
@@ -49,16 +47,7 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, n: NewNote) -> DomainResult<
         json!({"note_id": id, "subject_type": n.subject_type, "subject_id": n.subject_id}),
     )
     .await?;
-    write_audit(
-        conn,
-        ctx,
-        "note.added",
-        "note",
-        Some(id.to_string()),
-        None,
-        Some(snapshot(&row)),
-    )
-    .await?;
+    write_audit(conn, ctx, "note.added", "note", Some(id.to_string()), None, Some(snapshot(&row))).await?;
     Ok(row)
 }
 

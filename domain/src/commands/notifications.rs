@@ -36,34 +36,18 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "deposit_reminder",
         "Hello {{client_name}}, a reminder that the deposit of {{deposit}} for your booking on {{start_at}} is still due.",
     ),
-    (
-        "booking_confirmed",
-        "Hello {{client_name}}, your booking on {{start_at}} is confirmed.",
-    ),
-    (
-        "booking_reminder",
-        "Hello {{client_name}}, a reminder of your booking on {{start_at}}.",
-    ),
+    ("booking_confirmed", "Hello {{client_name}}, your booking on {{start_at}} is confirmed."),
+    ("booking_reminder", "Hello {{client_name}}, a reminder of your booking on {{start_at}}."),
     (
         "contact_client",
         "Hello {{client_name}}, we tried to reach you about your booking on {{start_at}}. Please call us back.",
     ),
-    (
-        "task_escalated",
-        "Task \"{{title}}\" is past its deadline and has been escalated.",
-    ),
-    (
-        "generic",
-        "Hello {{client_name}}, there is an update about your booking.",
-    ),
+    ("task_escalated", "Task \"{{title}}\" is past its deadline and has been escalated."),
+    ("generic", "Hello {{client_name}}, there is an update about your booking."),
 ];
 
 pub fn render(template: &str, vars: &Value) -> String {
-    let text = TEMPLATES
-        .iter()
-        .find(|(n, _)| *n == template)
-        .map(|(_, t)| *t)
-        .unwrap_or("{{message}}");
+    let text = TEMPLATES.iter().find(|(n, _)| *n == template).map(|(_, t)| *t).unwrap_or("{{message}}");
     let mut out = text.to_string();
     if let Value::Object(m) = vars {
         for (k, v) in m {
@@ -97,11 +81,7 @@ pub async fn queue_in(
     event: &DomainEvent,
 ) -> DomainResult<Notification> {
     let p = &event.payload.0;
-    let id_of = |k: &str| {
-        p.get(k)
-            .and_then(Value::as_str)
-            .and_then(|s| Uuid::parse_str(s).ok())
-    };
+    let id_of = |k: &str| p.get(k).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
     let mut conn = tx.conn();
     let mut vars = json!({
         "start_at": p.get("start_at").cloned().unwrap_or(Value::Null),
@@ -110,8 +90,7 @@ pub async fn queue_in(
     });
     let (channel, recipient) = match to {
         "client" => {
-            let client_id = id_of("client_id")
-                .ok_or_else(|| DomainError::invalid("the event names no client"))?;
+            let client_id = id_of("client_id").ok_or_else(|| DomainError::invalid("the event names no client"))?;
             let c = q_opt!(
                 &mut conn,
                 Contact,
@@ -137,11 +116,7 @@ pub async fn queue_in(
             (ch.to_string(), addr)
         }
         other => {
-            let ch = if channel == "preferred" {
-                "email"
-            } else {
-                channel
-            };
+            let ch = if channel == "preferred" { "email" } else { channel };
             (ch.to_string(), Some(other.to_string()))
         }
     };
@@ -163,7 +138,15 @@ pub async fn queue_in(
         at
     )?;
     let row = load(&mut conn, id).await?;
-    emit(&mut conn, ctx, "notification.queued", "notification", id, json!({"notification_id": id, "channel": channel, "template": template, "status": "queued"})).await?;
+    emit(
+        &mut conn,
+        ctx,
+        "notification.queued",
+        "notification",
+        id,
+        json!({"notification_id": id, "channel": channel, "template": template, "status": "queued"}),
+    )
+    .await?;
     write_audit(
         &mut conn,
         ctx,
@@ -178,15 +161,8 @@ pub async fn queue_in(
 }
 
 pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Notification> {
-    q_opt!(
-        conn,
-        Notification,
-        "SELECT * FROM notifications WHERE id = $1",
-        id
-    )?
-    .ok_or(DomainError::NotFound {
-        entity: "notification",
-    })
+    q_opt!(conn, Notification, "SELECT * FROM notifications WHERE id = $1", id)?
+        .ok_or(DomainError::NotFound { entity: "notification" })
 }
 
 pub async fn get(db: &Db, id: Uuid) -> DomainResult<Notification> {
@@ -195,12 +171,7 @@ pub async fn get(db: &Db, id: Uuid) -> DomainResult<Notification> {
 
 /// Records a failed send. When `final_attempt`, the notification is failed for good: a
 /// `notification.failed` event and a notification_failed exception tell an operator.
-pub async fn record_failure(
-    db: &Db,
-    id: Uuid,
-    error: &str,
-    final_attempt: bool,
-) -> DomainResult<()> {
+pub async fn record_failure(db: &Db, id: Uuid, error: &str, final_attempt: bool) -> DomainResult<()> {
     let ctx = Ctx::system();
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
@@ -224,20 +195,14 @@ pub async fn record_failure(
             &ctx,
             NewException {
                 kind: "notification_failed".into(),
-                title: Some(format!(
-                    "{} message ({}) not sent: {error}",
-                    before.channel, before.template
-                )),
+                title: Some(format!("{} message ({}) not sent: {error}", before.channel, before.template)),
                 severity: "medium".into(),
                 subject_type: before
                     .subject_type
                     .clone()
                     .filter(|s| crate::machine::SUBJECT_TYPES.contains(&s.as_str())),
                 subject_id: before.subject_id.filter(|_| {
-                    before
-                        .subject_type
-                        .as_deref()
-                        .is_some_and(|s| crate::machine::SUBJECT_TYPES.contains(&s))
+                    before.subject_type.as_deref().is_some_and(|s| crate::machine::SUBJECT_TYPES.contains(&s))
                 }),
                 assignee_id: None,
             },
@@ -273,7 +238,15 @@ pub async fn record_sent(db: &Db, id: Uuid, provider_id: &str) -> DomainResult<(
         now(),
         id
     )?;
-    emit(&mut conn, &ctx, "notification.sent", "notification", id, json!({"notification_id": id, "channel": before.channel, "template": before.template, "status": "sent"})).await?;
+    emit(
+        &mut conn,
+        &ctx,
+        "notification.sent",
+        "notification",
+        id,
+        json!({"notification_id": id, "channel": before.channel, "template": before.template, "status": "sent"}),
+    )
+    .await?;
     write_audit(
         &mut conn,
         &ctx,

@@ -32,8 +32,7 @@ pub struct TaskTransition {
 }
 
 pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Task> {
-    q_opt!(conn, Task, "SELECT * FROM tasks WHERE id = $1", id)?
-        .ok_or(DomainError::NotFound { entity: "task" })
+    q_opt!(conn, Task, "SELECT * FROM tasks WHERE id = $1", id)?.ok_or(DomainError::NotFound { entity: "task" })
 }
 
 /// An OPERATOR works on their own items and unassigned ones; others are not theirs to touch.
@@ -42,11 +41,7 @@ pub(crate) fn visible(ctx: &Ctx, assignee: Option<Uuid>) -> bool {
 }
 
 /// Checks that a subject named by a task, exception or note exists.
-pub(crate) async fn check_subject(
-    conn: &mut Conn<'_>,
-    subject_type: &str,
-    subject_id: Uuid,
-) -> DomainResult<()> {
+pub(crate) async fn check_subject(conn: &mut Conn<'_>, subject_type: &str, subject_id: Uuid) -> DomainResult<()> {
     one_of(subject_type, SUBJECT_TYPES, "subject_type")?;
     #[derive(sqlx::FromRow)]
     struct One {
@@ -54,42 +49,15 @@ pub(crate) async fn check_subject(
         id: Uuid,
     }
     let found = match subject_type {
-        "inquiry" => q_opt!(
-            conn,
-            One,
-            "SELECT id FROM inquiries WHERE id = $1",
-            subject_id
-        )?,
-        "booking" => q_opt!(
-            conn,
-            One,
-            "SELECT id FROM bookings WHERE id = $1",
-            subject_id
-        )?,
-        "client" => q_opt!(
-            conn,
-            One,
-            "SELECT id FROM clients WHERE id = $1",
-            subject_id
-        )?,
+        "inquiry" => q_opt!(conn, One, "SELECT id FROM inquiries WHERE id = $1", subject_id)?,
+        "booking" => q_opt!(conn, One, "SELECT id FROM bookings WHERE id = $1", subject_id)?,
+        "client" => q_opt!(conn, One, "SELECT id FROM clients WHERE id = $1", subject_id)?,
         "model" => q_opt!(conn, One, "SELECT id FROM models WHERE id = $1", subject_id)?,
         "task" => q_opt!(conn, One, "SELECT id FROM tasks WHERE id = $1", subject_id)?,
-        "exception" => q_opt!(
-            conn,
-            One,
-            "SELECT id FROM exceptions WHERE id = $1",
-            subject_id
-        )?,
-        _ => q_opt!(
-            conn,
-            One,
-            "SELECT id FROM payments WHERE id = $1",
-            subject_id
-        )?,
+        "exception" => q_opt!(conn, One, "SELECT id FROM exceptions WHERE id = $1", subject_id)?,
+        _ => q_opt!(conn, One, "SELECT id FROM payments WHERE id = $1", subject_id)?,
     };
-    found
-        .map(|_| ())
-        .ok_or_else(|| DomainError::invalid(format!("subject_id names no {subject_type}")))
+    found.map(|_| ()).ok_or_else(|| DomainError::invalid(format!("subject_id names no {subject_type}")))
 }
 
 fn default_title(kind: &str) -> String {
@@ -109,21 +77,13 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> DomainResult<
         (Some(st), Some(sid)) => check_subject(conn, st, sid).await?,
         (None, None) => {}
         _ => {
-            return Err(DomainError::invalid(
-                "subject_type and subject_id go together",
-            ));
+            return Err(DomainError::invalid("subject_type and subject_id go together"));
         }
     }
     if let Some(a) = t.assignee_id {
-        super::users::load(conn, a)
-            .await
-            .map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
     }
-    let title = t
-        .title
-        .clone()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| default_title(&t.kind));
+    let title = t.title.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| default_title(&t.kind));
     if title.len() > 500 {
         return Err(DomainError::invalid("title must be at most 500 characters"));
     }
@@ -147,26 +107,10 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> DomainResult<
     let row = load(conn, id).await?;
     emit(conn, ctx, "task.created", "task", id, payload(&row)).await?;
     if let Some(a) = row.assignee_id {
-        emit(
-            conn,
-            ctx,
-            "task.assigned",
-            "task",
-            id,
-            json!({"task_id": id, "assignee_id": a, "type": row.kind}),
-        )
-        .await?;
+        emit(conn, ctx, "task.assigned", "task", id, json!({"task_id": id, "assignee_id": a, "type": row.kind}))
+            .await?;
     }
-    write_audit(
-        conn,
-        ctx,
-        "task.created",
-        "task",
-        Some(id.to_string()),
-        None,
-        Some(snapshot(&row)),
-    )
-    .await?;
+    write_audit(conn, ctx, "task.created", "task", Some(id.to_string()), None, Some(snapshot(&row))).await?;
     Ok(row)
 }
 
@@ -219,11 +163,7 @@ pub async fn list(db: &Db, ctx: &Ctx, f: TaskFilter, page: PageReq) -> DomainRes
         one_of(k, TASK_TYPES, "type")?;
     }
     // OPERATORs see their own and unassigned items only.
-    let only_for = if ctx.sees_all_items() {
-        None
-    } else {
-        ctx.actor.user_id()
-    };
+    let only_for = if ctx.sees_all_items() { None } else { ctx.actor.user_id() };
     let rows = q_all!(
         &mut db.acquire().await?.conn(),
         Task,
@@ -246,10 +186,7 @@ pub async fn list(db: &Db, ctx: &Ctx, f: TaskFilter, page: PageReq) -> DomainRes
 pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: TaskTransition) -> DomainResult<Task> {
     authorize(db, ctx, Permission::TasksWrite, "task").await?;
     if !TASK.is_state(&t.status) {
-        return Err(DomainError::invalid(format!(
-            "status must be one of: {}",
-            TASK.states.join(", ")
-        )));
+        return Err(DomainError::invalid(format!("status must be one of: {}", TASK.states.join(", "))));
     }
     let current = load(&mut db.acquire().await?.conn(), id).await?;
     if !visible(ctx, current.assignee_id) {
@@ -283,10 +220,7 @@ pub async fn transition_in(
         before.status.clone()
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict {
-            entity: "task",
-            current_version: None,
-        });
+        return Err(DomainError::VersionConflict { entity: "task", current_version: None });
     }
     let after = load(conn, id).await?;
     let mut p = payload(&after);
@@ -317,8 +251,7 @@ pub async fn assign(
     let current = load(&mut db.acquire().await?.conn(), id).await?;
     // An OPERATOR may claim a task (or hand back their own), not hand work to others.
     if !ctx.sees_all_items()
-        && (!visible(ctx, current.assignee_id)
-            || (assignee_id.is_some() && assignee_id != ctx.actor.user_id()))
+        && (!visible(ctx, current.assignee_id) || (assignee_id.is_some() && assignee_id != ctx.actor.user_id()))
     {
         authorize(db, ctx, Permission::TasksAll, "task").await?;
     }
@@ -339,19 +272,12 @@ pub async fn assign_in(
     let mut conn = tx.conn();
     let before = load(&mut conn, id).await?;
     check_version("task", version, before.version)?;
-    if crate::machine::TASK
-        .terminal
-        .contains(&before.status.as_str())
-    {
-        return Err(DomainError::GuardFailed {
-            guard: "task_open",
-            message: format!("the task is {}", before.status),
-        });
+    if crate::machine::TASK.terminal.contains(&before.status.as_str()) {
+        return Err(DomainError::GuardFailed { guard: "task_open", message: format!("the task is {}", before.status) });
     }
     if let Some(a) = assignee_id {
-        let u = super::users::load(&mut conn, a)
-            .await
-            .map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        let u =
+            super::users::load(&mut conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
         if !u.active {
             return Err(DomainError::invalid("assignee_id names an inactive user"));
         }
@@ -365,10 +291,7 @@ pub async fn assign_in(
         before.version
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict {
-            entity: "task",
-            current_version: None,
-        });
+        return Err(DomainError::VersionConflict { entity: "task", current_version: None });
     }
     let after = load(&mut conn, id).await?;
     emit(&mut conn, ctx, "task.assigned", "task", id, json!({"task_id": id, "assignee_id": assignee_id, "previous_assignee_id": before.assignee_id, "type": after.kind})).await?;

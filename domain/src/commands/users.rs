@@ -1,9 +1,7 @@
 //! Staff accounts: who may log in, with which role.
 
 use argon2::Argon2;
-use argon2::password_hash::{
-    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
-};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -25,9 +23,7 @@ pub fn hash_password(password: &str) -> DomainResult<String> {
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
     match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
+        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
         Err(_) => false,
     }
 }
@@ -52,9 +48,7 @@ pub struct UserPatch {
 
 fn parse_role(r: &str) -> DomainResult<Role> {
     Role::parse(r).ok_or_else(|| {
-        DomainError::invalid(
-            "role must be one of OWNER, OPS_MANAGER, OPERATOR, CONTENT_MANAGER, FINANCE",
-        )
+        DomainError::invalid("role must be one of OWNER, OPS_MANAGER, OPERATOR, CONTENT_MANAGER, FINANCE")
     })
 }
 
@@ -66,17 +60,11 @@ fn check_password(p: &str) -> DomainResult<()> {
 }
 
 pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<User> {
-    q_opt!(conn, User, "SELECT * FROM users WHERE id = $1", id)?
-        .ok_or(DomainError::NotFound { entity: "user" })
+    q_opt!(conn, User, "SELECT * FROM users WHERE id = $1", id)?.ok_or(DomainError::NotFound { entity: "user" })
 }
 
 pub async fn find_by_email(conn: &mut Conn<'_>, email: &str) -> DomainResult<Option<User>> {
-    q_opt!(
-        conn,
-        User,
-        "SELECT * FROM users WHERE email = $1",
-        email.trim().to_lowercase()
-    )
+    q_opt!(conn, User, "SELECT * FROM users WHERE email = $1", email.trim().to_lowercase())
 }
 
 /// Inserts a user with an already computed hash (the seed hashes its one demo password once).
@@ -107,16 +95,7 @@ pub(crate) async fn insert_hashed(
         at
     )?;
     let row = load(conn, id).await?;
-    write_audit(
-        conn,
-        ctx,
-        "user.created",
-        "user",
-        Some(id.to_string()),
-        None,
-        Some(snapshot(&row)),
-    )
-    .await?;
+    write_audit(conn, ctx, "user.created", "user", Some(id.to_string()), None, Some(snapshot(&row))).await?;
     Ok(row)
 }
 
@@ -132,12 +111,7 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewUser) -> DomainResult<User> {
     Ok(row)
 }
 
-pub async fn list(
-    db: &Db,
-    ctx: &Ctx,
-    role: Option<String>,
-    page: PageReq,
-) -> DomainResult<Page<User>> {
+pub async fn list(db: &Db, ctx: &Ctx, role: Option<String>, page: PageReq) -> DomainResult<Page<User>> {
     authorize(db, ctx, Permission::UsersRead, "user").await?;
     if let Some(r) = &role {
         parse_role(r)?;
@@ -189,10 +163,7 @@ pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, p: UserPatch) -> DomainResult<
         before.version
     )?;
     if n == 0 {
-        return Err(DomainError::VersionConflict {
-            entity: "user",
-            current_version: None,
-        });
+        return Err(DomainError::VersionConflict { entity: "user", current_version: None });
     }
     if hash.is_some() || p.active == Some(false) {
         // A new password or a deactivation ends every session of that user.

@@ -1,0 +1,137 @@
+//! `/system`: the queues (live numbers, outcomes, dead jobs; retry a dead job).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+use serde_json::Value;
+use uuid::Uuid;
+use virel_domain::jobs::{self, QUEUES};
+use virel_domain::policy::Permission;
+use virel_domain::{DomainError, commands::authorize};
+
+use crate::auth::Auth;
+use crate::error::ApiResult;
+use crate::{ApiTags, AppState};
+
+pub struct Api {
+    pub state: Arc<AppState>,
+}
+
+#[derive(Object)]
+pub struct QueueOut {
+    pub name: String,
+    pub pending: i64,
+    pub scheduled: i64,
+    pub running: i64,
+    /// Completed in the last 60 minutes.
+    pub done: i64,
+    /// Failed attempts in the last 60 minutes (each retried or dead).
+    pub failed: i64,
+    pub retried: i64,
+    /// Dead jobs not yet retried.
+    pub dead: i64,
+    pub oldest_pending_age_secs: Option<i64>,
+    pub jobs_per_min_5m: f64,
+    pub jobs_per_min_60m: f64,
+    pub live_workers: i64,
+}
+
+#[derive(Object)]
+pub struct DeadJobOut {
+    pub id: Uuid,
+    pub queue: String,
+    pub kind: String,
+    pub attempts: i64,
+    pub error: String,
+    pub died_at: DateTime<Utc>,
+    pub retried_at: Option<DateTime<Utc>>,
+    pub job: Value,
+}
+
+#[derive(Object)]
+pub struct Outbox {
+    /// Events committed but not yet on a queue.
+    pub undispatched: i64,
+    pub oldest_age_secs: Option<i64>,
+}
+
+#[derive(Object)]
+pub struct QueueOverview {
+    /// redis or sqlite.
+    pub backend: String,
+    pub queues: Vec<QueueOut>,
+    pub outbox: Outbox,
+    pub dead_jobs: Vec<DeadJobOut>,
+}
+
+pub fn dead_out(d: jobs::DeadJob) -> DeadJobOut {
+    DeadJobOut {
+        id: d.id,
+        queue: d.queue,
+        kind: d.kind,
+        attempts: d.attempts,
+        error: d.error,
+        died_at: d.died_at,
+        retried_at: d.retried_at,
+        job: d.job.0,
+    }
+}
+
+/// The dashboard's data; shared by the API and the `/admin/queues` page.
+pub async fn overview(state: &AppState) -> ApiResult<QueueOverview> {
+    let backend =
+        state.queues.as_ref().ok_or_else(|| DomainError::Unavailable("this process has no queue connection".into()))?;
+    let mut queues = Vec::new();
+    for q in QUEUES {
+        let live = backend.live(q).await?;
+        let s = jobs::stats(&state.db, q).await?;
+        queues.push(QueueOut {
+            name: q.into(),
+            pending: live.pending,
+            scheduled: live.scheduled,
+            running: live.running,
+            done: s.done_60m,
+            failed: s.failed_60m,
+            retried: s.retried_60m,
+            dead: s.dead_total,
+            oldest_pending_age_secs: live.oldest_pending_age_secs,
+            jobs_per_min_5m: s.per_min_5m,
+            jobs_per_min_60m: s.per_min_60m,
+            live_workers: live.live_workers,
+        });
+    }
+    let lag = jobs::outbox_lag(&state.db).await?;
+    let dead_jobs = jobs::last_dead(&state.db, 20).await?.into_iter().map(dead_out).collect();
+    Ok(QueueOverview {
+        backend: backend.name().into(),
+        queues,
+        outbox: Outbox { undispatched: lag.undispatched, oldest_age_secs: lag.oldest_age_secs },
+        dead_jobs,
+    })
+}
+
+#[OpenApi(tag = "ApiTags::System")]
+impl Api {
+    /// Per queue: pending, scheduled, running, done, failed, dead, oldest pending age,
+    /// jobs/min over 5 and 60 minutes, live workers; the outbox backlog; the last dead jobs.
+    #[oai(path = "/system/queue", method = "get")]
+    async fn queue(&self, auth: Auth) -> ApiResult<Json<QueueOverview>> {
+        authorize(&self.state.db, &auth.0, Permission::SystemRead, "system").await?;
+        Ok(Json(overview(&self.state).await?))
+    }
+
+    /// Run a dead job again (once: a second retry of the same dead job is 409).
+    #[oai(path = "/system/queue/:queue/jobs/:id/retry", method = "post")]
+    async fn retry(&self, auth: Auth, queue: Path<String>, id: Path<Uuid>) -> ApiResult<Json<DeadJobOut>> {
+        let backend = self
+            .state
+            .queues
+            .as_ref()
+            .ok_or_else(|| DomainError::Unavailable("this process has no queue connection".into()))?;
+        let d = jobs::retry_dead(&self.state.db, &auth.0, backend.as_ref(), &queue.0, id.0).await?;
+        Ok(Json(dead_out(d)))
+    }
+}

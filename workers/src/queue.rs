@@ -1,0 +1,203 @@
+//! The three queues on their backend: Redis (apalis-redis) when `REDIS_URL` is set, else a
+//! SQLite file of their own beside the state database (apalis-sqlite). Producing, and reading
+//! the live numbers the queue dashboard shows.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_redis::RedisStorage;
+use apalis_sqlite::SqliteStorage;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde_json::Value;
+use sqlx::SqlitePool;
+use virel_domain::jobs::{BoxFut, LiveQueue, QUEUES, QueueBackend};
+use virel_domain::{DomainError, DomainResult};
+
+use crate::job::Job;
+
+/// Liveness settings shared by producers and workers: a worker that misses
+/// `missed_heartbeats` beats is dead, and its jobs in hand go back to the queue.
+#[derive(Clone, Debug)]
+pub struct Liveness {
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+    pub poll: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness { heartbeat: Duration::from_secs(2), missed_heartbeats: 3, poll: Duration::from_millis(50) }
+    }
+}
+
+#[derive(Clone)]
+pub enum Queues {
+    Redis { conn: ConnectionManager, storages: HashMap<&'static str, RedisStorage<Job>> },
+    Sqlite { pool: SqlitePool, storages: HashMap<&'static str, SqliteStorage<Job>> },
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> DomainError {
+    DomainError::Unavailable(format!("{what}: {e}"))
+}
+
+pub fn redis_config(prefix: &str, queue: &str, l: &Liveness) -> apalis_redis::Config {
+    apalis_redis::Config::default()
+        .queue(format!("{prefix}:{queue}"))
+        .heartbeat_interval(l.heartbeat)
+        .missed_heartbeats(l.missed_heartbeats)
+        .persist_results(false)
+}
+
+pub fn sqlite_config(queue: &str, l: &Liveness) -> apalis_sqlite::Config {
+    apalis_sqlite::Config::default().queue(queue).heartbeat_interval(l.heartbeat).missed_heartbeats(l.missed_heartbeats)
+}
+
+impl Queues {
+    /// Redis queues under `prefix` (several deployments or test runs can share one Redis).
+    pub async fn redis(url: &str, prefix: &str, l: &Liveness) -> DomainResult<Queues> {
+        let conn =
+            apalis_redis::connect(url).await.map_err(|e| unavailable("cannot connect to Redis (REDIS_URL)", e))?;
+        let storages = QUEUES
+            .into_iter()
+            .map(|q| (q, RedisStorage::new(conn.clone()).with_config(redis_config(prefix, q, l))))
+            .collect();
+        Ok(Queues::Redis { conn, storages })
+    }
+
+    /// SQLite queues in their own file (apalis sets its own pragmas on the pool it is given).
+    pub async fn sqlite(path: &std::path::Path, l: &Liveness) -> DomainResult<Queues> {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|e| unavailable("cannot open the queue database", e))?;
+        SqliteStorage::setup(&pool).await.map_err(|e| unavailable("cannot prepare the queue database", e))?;
+        let storages =
+            QUEUES.into_iter().map(|q| (q, SqliteStorage::new(&pool).with_config(sqlite_config(q, l)))).collect();
+        Ok(Queues::Sqlite { pool, storages })
+    }
+
+    /// Pushes a job on its queue, to run now or after `delay`.
+    pub async fn push(&self, queue: &'static str, job: Job, delay: Option<Duration>) -> DomainResult<()> {
+        let mut task = TaskBuilder::new(job);
+        if let Some(d) = delay {
+            task = task.run_after(d);
+        }
+        let task = task.build();
+        match self {
+            Queues::Redis { storages, .. } => {
+                let mut s = storages.get(queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
+                s.push_task(task).await.map_err(|e| unavailable("cannot push to Redis", e))
+            }
+            Queues::Sqlite { storages, .. } => {
+                let mut s = storages.get(queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
+                s.push_task(task).await.map_err(|e| unavailable("cannot push to the queue database", e))
+            }
+        }
+    }
+
+    async fn live_numbers(&self, queue: &'static str) -> DomainResult<LiveQueue> {
+        match self {
+            Queues::Redis { conn, storages } => {
+                let cfg = storages.get(queue).ok_or(DomainError::NotFound { entity: "queue" })?.get_config().clone();
+                let mut c = conn.clone();
+                let err = |e: redis::RedisError| unavailable("Redis", e);
+                let pending: i64 = c.llen(cfg.active_jobs_list()).await.map_err(err)?;
+                let scheduled: i64 = c.zcard(cfg.scheduled_jobs_set()).await.map_err(err)?;
+                let now = chrono::Utc::now().timestamp();
+                let alive_since = now - cfg.orphaned_duration().as_secs() as i64;
+                let workers: Vec<String> =
+                    c.zrangebyscore(cfg.workers_set(), alive_since, "+inf").await.map_err(err)?;
+                let mut running = 0i64;
+                for w in &workers {
+                    let n: i64 = c.scard(format!("{}:{w}", cfg.inflight_jobs_set())).await.map_err(err)?;
+                    running += n;
+                }
+                // The oldest pending job is at the tail of the active list.
+                let oldest_id: Option<String> = c.lindex(cfg.active_jobs_list(), -1).await.map_err(err)?;
+                let oldest_pending_age_secs = match oldest_id {
+                    Some(id) => {
+                        let data: Option<Vec<u8>> = c.hget(cfg.job_data_hash(), id).await.map_err(err)?;
+                        data.and_then(|d| serde_json::from_slice::<Job>(&d).ok())
+                            .map(|j| (chrono::Utc::now() - j.enqueued_at).num_seconds().max(0))
+                    }
+                    None => None,
+                };
+                Ok(LiveQueue {
+                    pending,
+                    scheduled,
+                    running,
+                    live_workers: workers.len() as i64,
+                    oldest_pending_age_secs,
+                })
+            }
+            Queues::Sqlite { pool, .. } => {
+                #[derive(sqlx::FromRow)]
+                struct Row {
+                    pending: Option<i64>,
+                    scheduled: Option<i64>,
+                    running: Option<i64>,
+                    oldest: Option<i64>,
+                }
+                let now = chrono::Utc::now().timestamp();
+                let r: Row = sqlx::query_as(
+                    "SELECT SUM(status = 'Pending' AND run_at <= $2) AS pending, SUM(status = 'Pending' AND run_at > $2) AS scheduled,
+                            SUM(status IN ('Queued', 'Running')) AS running, MIN(CASE WHEN status = 'Pending' AND run_at <= $2 THEN run_at END) AS oldest
+                     FROM Jobs WHERE job_type = $1",
+                )
+                .bind(queue)
+                .bind(now)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| unavailable("queue database", e))?;
+                #[derive(sqlx::FromRow)]
+                struct W {
+                    n: i64,
+                }
+                let w: W =
+                    sqlx::query_as("SELECT COUNT(*) AS n FROM Workers WHERE worker_type = $1 AND last_seen > $2")
+                        .bind(queue)
+                        .bind(now - 30)
+                        .fetch_one(pool)
+                        .await
+                        .map_err(|e| unavailable("queue database", e))?;
+                Ok(LiveQueue {
+                    pending: r.pending.unwrap_or(0),
+                    scheduled: r.scheduled.unwrap_or(0),
+                    running: r.running.unwrap_or(0),
+                    live_workers: w.n,
+                    oldest_pending_age_secs: r.oldest.map(|t| (now - t).max(0)),
+                })
+            }
+        }
+    }
+}
+
+impl QueueBackend for Queues {
+    fn name(&self) -> &'static str {
+        match self {
+            Queues::Redis { .. } => "redis",
+            Queues::Sqlite { .. } => "sqlite",
+        }
+    }
+
+    fn live(&self, queue: &'static str) -> BoxFut<'_, DomainResult<LiveQueue>> {
+        Box::pin(self.live_numbers(queue))
+    }
+
+    fn requeue(&self, queue: &'static str, job: Value) -> BoxFut<'_, DomainResult<()>> {
+        Box::pin(async move {
+            let mut job: Job =
+                serde_json::from_value(job).map_err(|e| DomainError::Internal(format!("dead job JSON: {e}")))?;
+            job.attempt = 0;
+            job.enqueued_at = chrono::Utc::now();
+            self.push(queue, job, None).await
+        })
+    }
+}

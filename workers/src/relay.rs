@@ -1,0 +1,58 @@
+//! The outbox relay: committed domain events go onto the queues. It wakes on every commit in
+//! this process and polls for commits of other processes, and resumes where it stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use virel_domain::outbox::{self, WAKE};
+
+use crate::job::{Job, JobKind};
+use crate::runtime::Runtime;
+
+const BATCH: i64 = 200;
+const POLL: Duration = Duration::from_millis(100);
+
+pub async fn run_relay(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let res = relay_once(&rt).await;
+        match res {
+            Ok(n) if n as i64 == BATCH => {
+                failures = 0;
+                continue;
+            }
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                // Events stay in the outbox; they go out when the queue is back.
+                if failures == 1 || failures.is_multiple_of(30) {
+                    tracing::warn!(error = %e, "outbox relay cannot dispatch; retrying");
+                }
+            }
+        }
+        let wait = if failures > 0 { Duration::from_secs(1) } else { POLL };
+        tokio::select! {
+            _ = WAKE.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            changed = stop.changed() => if changed.is_err() { break },
+        }
+    }
+}
+
+/// Moves one batch from the outbox to the queues.
+pub async fn relay_once(rt: &Runtime) -> virel_domain::DomainResult<usize> {
+    let batch = outbox::claim(&rt.db, BATCH).await?;
+    if batch.events.is_empty() {
+        return Ok(0);
+    }
+    for e in &batch.events {
+        let job = Job::new(JobKind::Event { event_id: e.id, event_type: e.kind.clone() });
+        let queue = job.kind.queue();
+        rt.queues.push(queue, job, None).await?;
+    }
+    batch.commit().await
+}
