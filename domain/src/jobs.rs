@@ -215,7 +215,8 @@ pub async fn stats(db: &Db, queue: &str) -> DomainResult<QueueStats> {
         crate::q_one!(
             conn,
             Sums,
-            "SELECT SUM(done) AS done, SUM(failed) AS failed, SUM(retried) AS retried, SUM(dead) AS dead FROM job_stats
+            "SELECT CAST(SUM(done) AS BIGINT) AS done, CAST(SUM(failed) AS BIGINT) AS failed, CAST(SUM(retried) AS BIGINT) AS retried,
+                    CAST(SUM(dead) AS BIGINT) AS dead FROM job_stats
              WHERE queue = $1 AND minute > $2",
             queue,
             minute_of(t) - Duration::minutes(minutes)

@@ -23,7 +23,8 @@ pub struct Job {
     pub cron: &'static str,
 }
 
-pub const JOBS: &[Job] = &[Job { name: "retention", cron: "0 */10 * * * *" }];
+pub const JOBS: &[Job] =
+    &[Job { name: "retention", cron: "0 */10 * * * *" }, Job { name: "delayed_actions", cron: "*/5 * * * * *" }];
 
 /// One tick's work. Only enqueueing: the workers do the rest.
 async fn run_job(db: &Db, queues: &Queues, name: &str) -> DomainResult<()> {
@@ -70,6 +71,7 @@ pub async fn run(db: Db, queues: Queues, mut stop: watch::Receiver<bool>) -> any
             }
         }
         let now = Utc::now();
+        tracing::trace!(?next, leading, "scheduler loop");
         for (i, (job, schedule)) in schedules.iter().enumerate() {
             let Some(due) = next[i] else { continue };
             if due > now {
@@ -79,6 +81,7 @@ pub async fn run(db: Db, queues: Queues, mut stop: watch::Receiver<bool>) -> any
             if !leading {
                 continue;
             }
+            tracing::debug!(job = job.name, %due, "tick");
             match maintenance::claim_tick(&db, job.name, due, &holder).await {
                 Ok(true) => {
                     if let Err(e) = run_job(&db, &queues, job.name).await {
@@ -103,4 +106,18 @@ pub async fn run(db: Db, queues: Queues, mut stop: watch::Receiver<bool>) -> any
 
 fn hostname() -> String {
     std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "virel".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schedule_parses_and_fires_soon_enough() {
+        for j in JOBS {
+            let s = Schedule::from_str(j.cron).unwrap();
+            let next = s.upcoming(Utc).next().unwrap();
+            assert!(next > Utc::now() && next < Utc::now() + Duration::minutes(11), "{} -> {next}", j.name);
+        }
+    }
 }

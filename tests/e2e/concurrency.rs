@@ -330,52 +330,62 @@ both_engines!(concurrent_refreshes_of_one_token_one_wins, async |app: TestApp| {
 
 both_engines!(concurrent_inquiries_from_one_new_client_make_one_client, async |app: TestApp| {
     let token = app.login("admin@virel.com").await;
-    let n = fixtures::rand_n();
-    let phone = format!("+4477005{n:06}");
-    let email = format!("twin{n}@example.com");
-    let reqs = (0..10)
-        .map(|_| {
-            (
-                "/inquiries".to_string(),
-                json!({
-                    "source": "web",
-                    "client": {"name": "Same Person", "phone": phone, "email": email},
-                    "requested_start": fixtures::at(24 * 60),
-                    "duration_minutes": 120,
-                    "location": "London W1"
-                }),
-            )
-        })
-        .collect();
-    let results = post_all_at_once(&app, &token, reqs).await;
-    for (s, b) in &results {
-        assert_eq!(*s, StatusCode::CREATED, "{b}");
+    for round in 0..5 {
+        let n = fixtures::rand_n();
+        let phone = format!("+4477005{n:06}");
+        let email = format!("twin{n}@example.com");
+        let reqs = (0..10)
+            .map(|_| {
+                (
+                    "/inquiries".to_string(),
+                    json!({
+                        "source": "web",
+                        "client": {"name": format!("Same Person {n}"), "phone": phone, "email": email},
+                        "requested_start": fixtures::at(24 * 60),
+                        "duration_minutes": 120,
+                        "location": "London W1"
+                    }),
+                )
+            })
+            .collect();
+        let results = post_all_at_once(&app, &token, reqs).await;
+        for (s, b) in &results {
+            assert_eq!(*s, StatusCode::CREATED, "round {round}: {b}");
+        }
+        let (_, clients) = app.get(&token, "/clients?limit=200").await;
+        let same: Vec<&Value> =
+            clients["items"].as_array().unwrap().iter().filter(|c| c["phone"] == phone.as_str()).collect();
+        assert_eq!(
+            same.len(),
+            1,
+            "round {round}: one person is one client, also when their inquiries arrive together: {same:?}"
+        );
+        let ids: std::collections::HashSet<String> =
+            results.iter().map(|(_, b)| b["client_id"].as_str().unwrap().to_string()).collect();
+        assert_eq!(ids.len(), 1, "round {round}: every inquiry names the same client: {ids:?}");
     }
-    let (_, clients) = app.get(&token, "/clients?q=same%20person&limit=200").await;
-    let same: Vec<&Value> =
-        clients["items"].as_array().unwrap().iter().filter(|c| c["phone"] == phone.as_str()).collect();
-    assert_eq!(same.len(), 1, "one person is one client, also when their inquiries arrive together: {same:?}");
-    let ids: std::collections::HashSet<String> =
-        results.iter().map(|(_, b)| b["client_id"].as_str().unwrap().to_string()).collect();
-    assert_eq!(ids.len(), 1, "every inquiry names the same client: {ids:?}");
 });
 
-both_engines!(two_operators_claiming_one_task_one_wins, async |app: TestApp| {
+/// Two operators claim one unassigned item (`tasks` or `exceptions`) at the same moment, ten
+/// times over: each time exactly one gets it and the other is refused.
+async fn claim_race(app: &TestApp, kind: &str) {
     let admin = app.login("admin@virel.com").await;
-    let operators = [
-        ("lukas@virel.com", app.login("lukas@virel.com").await),
-        ("sasha@virel.com", app.login("sasha@virel.com").await),
-    ];
+    let tokens = [app.login("lukas@virel.com").await, app.login("sasha@virel.com").await];
     let ids = [app.user_id("lukas@virel.com").await, app.user_id("sasha@virel.com").await];
     for round in 0..10 {
-        let t = app.ok(&admin, "/tasks", json!({"type": "follow_up", "title": format!("Claim me {round}")}), 201).await;
-        let path = format!("/tasks/{}/assign", t["id"].as_str().unwrap());
-        // Each operator claims it for themselves, with their own token, at the same moment.
+        let body = match kind {
+            "tasks" => json!({"type": "follow_up", "title": format!("Claim me {round}")}),
+            _ => json!({"type": "no_show_risk", "severity": "high", "title": format!("Claim me {round}")}),
+        };
+        let item = app.ok(&admin, &format!("/{kind}"), body, 201).await;
+        let item_id = item["id"].as_str().unwrap().to_string();
+        let path = format!("/{kind}/{item_id}/assign");
+        // Each operator claims it for themselves, with their own token.
         let barrier = Arc::new(tokio::sync::Barrier::new(2));
-        let handles: Vec<_> = operators
+        let handles: Vec<_> = tokens
             .iter()
             .zip(ids.iter())
-            .map(|((_, token), id)| {
+            .map(|(token, id)| {
                 let req =
                     app.http.post(format!("{}{}", app.base, path)).bearer_auth(token).json(&json!({"assignee_id": id}));
                 let barrier = barrier.clone();
@@ -390,9 +400,17 @@ both_engines!(two_operators_claiming_one_task_one_wins, async |app: TestApp| {
         let results: Vec<(StatusCode, Value)> =
             futures::future::join_all(handles).await.into_iter().map(|r| r.unwrap()).collect();
         let ok = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
-        assert_eq!(ok, 1, "round {round}: one operator gets the task, the other is refused: {results:?}");
-        let (_, now) = app.get(&admin, &format!("/tasks/{}", t["id"].as_str().unwrap())).await;
+        assert_eq!(ok, 1, "{kind} round {round}: one operator gets it, the other is refused: {results:?}");
+        let (_, now) = app.get(&admin, &format!("/{kind}/{item_id}")).await;
         let winner = &results.iter().find(|(s, _)| *s == StatusCode::OK).unwrap().1;
-        assert_eq!(now["assignee_id"], winner["assignee_id"], "round {round}");
+        assert_eq!(now["assignee_id"], winner["assignee_id"], "{kind} round {round}");
     }
+}
+
+both_engines!(two_operators_claiming_one_task_one_wins, async |app: TestApp| {
+    claim_race(&app, "tasks").await;
+});
+
+both_engines!(two_operators_claiming_one_exception_one_wins, async |app: TestApp| {
+    claim_race(&app, "exceptions").await;
 });

@@ -18,8 +18,59 @@ pub struct TestApp {
     pub db: Db,
     pub http: reqwest::Client,
     pub engine: Engine,
+    /// The queues, when the app runs with workers.
+    pub queues: Option<virel_workers::Queues>,
+    pub runtime: Option<std::sync::Arc<virel_workers::Runtime>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    _redis: Option<RedisGuard>,
     _guard: Guard,
     server: tokio::task::JoinHandle<()>,
+}
+
+/// Deletes the Redis keys of one test's queue prefix.
+pub struct RedisGuard {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl Drop for RedisGuard {
+    fn drop(&mut self) {
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let Ok(client) = redis::Client::open(url) else { return };
+                let Ok(mut c) = client.get_multiplexed_async_connection().await else { return };
+                let keys: Vec<String> =
+                    redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut c).await.unwrap_or_default();
+                for k in &keys {
+                    let _: Result<i64, _> = redis::cmd("DEL").arg(k).query_async(&mut c).await;
+                    let _: Result<i64, _> =
+                        redis::cmd("ZREM").arg("core:apalis:queues:list").arg(k).query_async(&mut c).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_TEST_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// How a test's workers are set up.
+#[derive(Clone)]
+pub struct WorkerOptions {
+    pub retry: virel_workers::RetryPolicy,
+    pub handlers: Vec<(String, virel_workers::CustomHandler)>,
+    pub scheduler: bool,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions { retry: virel_workers::RetryPolicy::default(), handlers: vec![], scheduler: true }
+    }
 }
 
 enum Guard {
@@ -52,6 +103,19 @@ impl Drop for Guard {
             }
         }
     }
+}
+
+/// Logs go nowhere unless `TEST_LOG` is set (then it is the filter, e.g. `TEST_LOG=info`).
+pub fn init_tracing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }
 
 pub fn pg_admin_url() -> String {
@@ -97,8 +161,68 @@ pub struct GuardHandle(Guard);
 
 impl TestApp {
     pub async fn start(engine: Engine) -> TestApp {
+        init_tracing();
         let (db, guard) = fresh_db(engine).await;
-        let state = virel_api::AppState::new(db.clone(), b"test-secret-test-secret-test-secret!").shared();
+        Self::serve(engine, db, guard.0, None).await
+    }
+
+    /// The whole system in this process: API, worker pools with the outbox relay, and the
+    /// scheduler; queues on SQLite (embedded) or on Redis under a random prefix (PostgreSQL).
+    pub async fn start_full(engine: Engine, opts: WorkerOptions) -> TestApp {
+        init_tracing();
+        let (db, guard) = fresh_db(engine).await;
+        virel_domain::automation::seed_defaults(&db).await.unwrap();
+        let liveness = virel_workers::Liveness { heartbeat: std::time::Duration::from_secs(1), ..Default::default() };
+        let (queues, redis_guard) = match (&guard.0, engine) {
+            (Guard::Dir(dir), _) => {
+                (virel_workers::Queues::sqlite(&dir.join("queue.db"), &liveness).await.unwrap(), None)
+            }
+            (_, _) => {
+                let prefix = format!("virel-test-{}", uuid::Uuid::now_v7().simple());
+                let q = virel_workers::Queues::redis(&redis_url(), &prefix, &liveness).await.unwrap();
+                (q, Some(RedisGuard { url: redis_url(), prefix }))
+            }
+        };
+        let mut rt = virel_workers::Runtime::new(db.clone(), queues.clone(), opts.retry.clone());
+        for (name, h) in opts.handlers {
+            rt = rt.with_handler(&name, h);
+        }
+        let rt = std::sync::Arc::new(rt);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let cfg = virel_workers::WorkerConfig {
+            queues: virel_domain::jobs::QUEUES.to_vec(),
+            concurrency: [("critical", 8), ("ops", 16), ("heavy", 2)].into_iter().collect(),
+            retry: opts.retry,
+            liveness,
+        };
+        let mut background = Vec::new();
+        {
+            let (rt, stop) = (rt.clone(), stop_rx.clone());
+            background.push(tokio::spawn(async move {
+                let _ = virel_workers::run(rt, cfg, stop).await;
+            }));
+        }
+        if opts.scheduler {
+            let (db, q, stop) = (db.clone(), queues.clone(), stop_rx.clone());
+            background.push(tokio::spawn(async move {
+                let _ = virel_scheduler::run(db, q, stop).await;
+            }));
+        }
+        let mut app = Self::serve(engine, db, guard.0, Some(queues.clone())).await;
+        app.queues = Some(queues);
+        app.runtime = Some(rt);
+        app.stop = Some(stop_tx);
+        app.background = background;
+        app._redis = redis_guard;
+        app
+    }
+
+    async fn serve(engine: Engine, db: Db, guard: Guard, queues: Option<virel_workers::Queues>) -> TestApp {
+        let mut state = virel_api::AppState::new(db.clone(), b"test-secret-test-secret-test-secret!");
+        if let Some(q) = queues {
+            state.queues = Some(std::sync::Arc::new(q));
+        }
+        let state = state.shared();
         let acceptor =
             poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0")).await.unwrap();
         let addr = poem::listener::Acceptor::local_addr(&acceptor)[0].as_socket_addr().cloned().unwrap();
@@ -111,7 +235,12 @@ impl TestApp {
             db,
             http: reqwest::Client::new(),
             engine,
-            _guard: guard.0,
+            queues: None,
+            runtime: None,
+            stop: None,
+            background: Vec::new(),
+            _redis: None,
+            _guard: guard,
             server,
         }
     }
@@ -186,10 +315,80 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Stops workers and scheduler gracefully and waits for them.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        for h in self.background.drain(..) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(40), h).await;
+        }
+    }
+
+    /// Waits until every committed event is on a queue and no job is pending or running.
+    pub async fn settle(&self, admin_token: &str) {
+        let idle = self
+            .eventually(30, || async {
+                let (_, q) = self.get(admin_token, "/system/queue").await;
+                let busy = q["queues"].as_array()?.iter().any(|q| q["pending"] != 0 || q["running"] != 0);
+                (q["outbox"]["undispatched"] == 0 && !busy).then_some(())
+            })
+            .await;
+        assert!(idle.is_some(), "the queues did not settle");
+    }
+
+    /// Polls `f` until it returns Some or `secs` pass.
+
+    pub async fn eventually<T, F, Fut>(&self, secs: u64, mut f: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f().await {
+                return Some(v);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        for h in &self.background {
+            h.abort();
+        }
         self.server.abort();
     }
+}
+
+/// Like `both_engines!`, with the workers and scheduler running in the test process.
+#[macro_export]
+macro_rules! both_engines_full {
+    ($name:ident, $opts:expr, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let app = $crate::harness::TestApp::start_full($crate::harness::Engine::Sqlite, $opts).await;
+                ($body)(app).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres_redis() {
+                let app = $crate::harness::TestApp::start_full($crate::harness::Engine::Postgres, $opts).await;
+                ($body)(app).await;
+            }
+        }
+    };
 }
 
 /// Defines one test per engine: `mod name { sqlite(); postgres(); }` running the same body.

@@ -6,6 +6,7 @@ mod harness;
 mod fixtures;
 
 mod auth;
+mod automation;
 mod bad_input;
 mod concurrency;
 mod security;

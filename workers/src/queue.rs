@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_core::backend::Vacuum;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
 use redis::AsyncCommands;
@@ -47,7 +48,6 @@ pub fn redis_config(prefix: &str, queue: &str, l: &Liveness) -> apalis_redis::Co
         .queue(format!("{prefix}:{queue}"))
         .heartbeat_interval(l.heartbeat)
         .missed_heartbeats(l.missed_heartbeats)
-        .persist_results(false)
 }
 
 pub fn sqlite_config(queue: &str, l: &Liveness) -> apalis_sqlite::Config {
@@ -87,8 +87,12 @@ impl Queues {
     pub async fn push(&self, queue: &'static str, job: Job, delay: Option<Duration>) -> DomainResult<()> {
         let mut task = TaskBuilder::new(job);
         if let Some(d) = delay {
-            task = task.run_after(d);
+            // The backends schedule in whole seconds: round up, so a job never runs early.
+            let at = std::time::SystemTime::now() + d;
+            let secs = at.duration_since(std::time::UNIX_EPOCH).map(|t| t.as_secs_f64().ceil() as u64).unwrap_or(0);
+            task = task.run_at_timestamp(secs);
         }
+
         let task = task.build();
         match self {
             Queues::Redis { storages, .. } => {
@@ -98,6 +102,32 @@ impl Queues {
             Queues::Sqlite { storages, .. } => {
                 let mut s = storages.get(queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
                 s.push_task(task).await.map_err(|e| unavailable("cannot push to the queue database", e))
+            }
+        }
+    }
+
+    /// Forgets finished jobs older than `age` (their payloads, results and ids): the queue keeps
+    /// what is pending, running or scheduled; outcomes live in the database's counters.
+    pub async fn vacuum(&self, age: Duration) -> DomainResult<u64> {
+        match self {
+            Queues::Redis { conn, storages } => {
+                let mut n = 0u64;
+                for s in storages.values() {
+                    let mut s = s.clone();
+                    n += s.vacuum_before(age).await.map_err(|e| unavailable("Redis vacuum", e))? as u64;
+                    let done = s.get_config().done_jobs_set();
+                    let _: i64 = conn.clone().del(done).await.map_err(|e| unavailable("Redis vacuum", e))?;
+                }
+                Ok(n)
+            }
+            Queues::Sqlite { pool, .. } => {
+                let before = chrono::Utc::now().timestamp() - age.as_secs() as i64;
+                let r = sqlx::query("DELETE FROM Jobs WHERE status IN ('Done', 'Killed', 'Failed') AND done_at < $1")
+                    .bind(before)
+                    .execute(pool)
+                    .await
+                    .map_err(|e| unavailable("queue database vacuum", e))?;
+                Ok(r.rows_affected())
             }
         }
     }

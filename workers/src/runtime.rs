@@ -90,6 +90,8 @@ impl Runtime {
             }
             JobKind::Retention => {
                 maintenance::purge_expired(&self.db, &Ctx::system()).await?;
+                let n = self.queues.vacuum(Duration::from_secs(3600)).await?;
+                tracing::info!(finished_jobs_forgotten = n, "retention");
                 Ok(())
             }
             JobKind::Custom { name, payload } => match self.custom.get(name) {
