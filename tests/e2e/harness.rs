@@ -141,23 +141,27 @@ pub async fn fresh_db(engine: Engine) -> (Db, GuardHandle) {
             let db = Db::connect(&format!("sqlite://{}", dir.join("virel.db").display()), 8).await.unwrap();
             db.migrate().await.unwrap();
             virel_domain::seed::seed_demo(&db).await.unwrap();
-            (db, GuardHandle(Guard::Dir(dir)))
+            let url = format!("sqlite://{}", dir.join("virel.db").display());
+            (db, GuardHandle(Guard::Dir(dir), url))
         }
         Engine::Postgres => {
             let admin = pg_admin_url();
             let name = format!("virel_test_{tag}");
             let mut c = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL for tests (DATABASE_TEST_URL)");
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await.unwrap();
-            let guard = GuardHandle(Guard::PgDatabase { admin_url: admin.clone(), name: name.clone() });
-            let db = Db::connect(&with_database(&admin, &name), 16).await.unwrap();
+            let guard = GuardHandle(Guard::PgDatabase { admin_url: admin.clone(), name: name.clone() }, String::new());
+            let url = with_database(&admin, &name);
+            let db = Db::connect(&url, 16).await.unwrap();
             db.migrate().await.unwrap();
             virel_domain::seed::seed_demo(&db).await.unwrap();
-            (db, guard)
+            (db, GuardHandle(guard.0, url))
         }
     }
 }
 
-pub struct GuardHandle(Guard);
+/// Drops the test database when dropped; `.1` is its URL.
+pub struct GuardHandle(Guard, pub String);
+
 
 impl TestApp {
     pub async fn start(engine: Engine) -> TestApp {
@@ -217,7 +221,25 @@ impl TestApp {
         app
     }
 
+    /// A client of a server running elsewhere (another process), on `db`.
+    pub fn attach(base: String, db: Db, engine: Engine) -> TestApp {
+        TestApp {
+            base,
+            db,
+            http: reqwest::Client::new(),
+            engine,
+            queues: None,
+            runtime: None,
+            stop: None,
+            background: Vec::new(),
+            _redis: None,
+            _guard: Guard::Dir(std::env::temp_dir().join("virel-nothing-to-remove")),
+            server: tokio::spawn(async {}),
+        }
+    }
+
     async fn serve(engine: Engine, db: Db, guard: Guard, queues: Option<virel_workers::Queues>) -> TestApp {
+
         let mut state = virel_api::AppState::new(db.clone(), b"test-secret-test-secret-test-secret!");
         if let Some(q) = queues {
             state.queues = Some(std::sync::Arc::new(q));

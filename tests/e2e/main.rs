@@ -12,3 +12,4 @@ mod concurrency;
 mod security;
 mod smoke;
 mod transitions;
+mod scaled;

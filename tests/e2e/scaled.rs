@@ -1,0 +1,124 @@
+//! The scaled deployment as separate processes (`virel api`, `virel workers`) on PostgreSQL +
+//! Redis, with the workers process killed with SIGKILL mid-stream.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::harness::{Engine, RedisGuard, TestApp, fresh_db, redis_url};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Procs {
+    env: Vec<(String, String)>,
+}
+
+impl Procs {
+    fn spawn(&self, role: &str) -> Child {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_virel"));
+        c.arg(role).envs(self.env.iter().cloned()).stdin(Stdio::null()).stdout(Stdio::null()).kill_on_drop(true);
+        if std::env::var("TEST_LOG").is_err() {
+            c.stderr(Stdio::null());
+        }
+        c.spawn().expect("spawn virel")
+    }
+}
+
+async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("running").to_string();
+    let _ = Command::new("kill").arg("-TERM").arg(&pid).status().await;
+    tokio::time::timeout(Duration::from_secs(40), child.wait()).await.expect("exits after SIGTERM").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_thousand_inquiries_survive_two_worker_kills() {
+    crate::harness::init_tracing();
+    let (db, guard) = fresh_db(Engine::Postgres).await;
+    let prefix = format!("virel-test-{}", uuid::Uuid::now_v7().simple());
+    let _redis = RedisGuard { url: redis_url(), prefix: prefix.clone() };
+    let port = free_port();
+    let procs = Procs {
+        env: vec![
+            ("DATABASE_URL".into(), guard.1.clone()),
+            ("REDIS_URL".into(), redis_url()),
+            ("VIREL_QUEUE_PREFIX".into(), prefix.clone()),
+            ("JWT_SECRET".into(), "scaled-test-secret-scaled-test-secret".into()),
+            ("VIREL_BIND".into(), format!("127.0.0.1:{port}")),
+            ("VIREL_HEARTBEAT_MS".into(), "1000".into()),
+            ("VIREL_MISSED_HEARTBEATS".into(), "3".into()),
+            ("RUST_LOG".into(), std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into())),
+        ],
+    };
+    let _api = procs.spawn("api");
+    let mut workers = procs.spawn("workers");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}/api/v1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/health")).send().await.map(|r| r.status() != StatusCode::OK).unwrap_or(true) {
+        assert!(Instant::now() < deadline, "the api process came up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let app = TestApp::attach(base.clone(), db.clone(), Engine::Postgres);
+    let admin = app.login("admin@virel.com").await;
+    app.settle(&admin).await;
+    app.ok(&admin, "/automation/rules", json!({
+        "name": "Follow up phone inquiries",
+        "trigger": "inquiry.created",
+        "conditions": [{"field": "source", "operator": "equals", "value": "phone"}],
+        "actions": [{"type": "create_task", "params": {"type": "follow_up"}}]
+    }), 201).await;
+
+    const N: usize = 2000;
+    let started = Instant::now();
+    let mut created = 0usize;
+    for chunk in 0..(N / 50) {
+        let batch = (0..50).map(|i| {
+            let n = chunk * 50 + i;
+            let (http, base, admin) = (http.clone(), base.clone(), admin.clone());
+            tokio::spawn(async move {
+                let r = http
+                    .post(format!("{base}/inquiries"))
+                    .bearer_auth(&admin)
+                    .json(&json!({"source": "phone", "client": {"name": format!("Caller {n}"), "phone": format!("+4479{n:08}")}}))
+                    .send()
+                    .await
+                    .unwrap();
+                r.status()
+            })
+        });
+        for s in futures::future::join_all(batch).await {
+            assert_eq!(s.unwrap(), StatusCode::CREATED);
+            created += 1;
+        }
+        if chunk == 10 {
+            workers.kill().await.unwrap(); // SIGKILL, mid-stream
+            workers = procs.spawn("workers");
+        }
+        if chunk == 25 {
+            workers.kill().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            workers = procs.spawn("workers");
+        }
+    }
+    assert_eq!(created, N);
+    let tasks = || app.count("SELECT COUNT(*) AS n FROM tasks WHERE type = 'follow_up' AND created_by LIKE 'automation:%'");
+    let done = app.eventually(180, || async { (tasks().await >= N as i64).then_some(()) }).await;
+    assert!(done.is_some(), "all follow-ups created; have {} after {:?}", tasks().await, started.elapsed());
+    // Let redeliveries of jobs the killed workers held finish, then count again.
+    app.settle(&admin).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(tasks().await, N as i64, "none lost, none doubled");
+    assert_eq!(
+        app.count("SELECT COUNT(DISTINCT subject_id) AS n FROM tasks WHERE type = 'follow_up' AND created_by LIKE 'automation:%'").await,
+        N as i64,
+        "one per inquiry"
+    );
+    // Graceful shutdown: SIGTERM lets the workers finish and exit cleanly.
+    let status = sigterm(&mut workers).await;
+    assert!(status.success(), "workers exit cleanly on SIGTERM: {status:?}");
+}
