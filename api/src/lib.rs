@@ -22,6 +22,7 @@ use error::{ErrorBody, json_response, render_error};
 
 /// Request bodies above this are refused with 413 before any handler runs.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+const DRAIN_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct AppState {
     pub db: Db,
@@ -108,14 +109,21 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
 }
 
 /// The caller's address and the request id, for audit entries.
+/// `X-Forwarded-For` is believed only with `VIREL_TRUST_PROXY=1` (Virel behind a proxy that
+/// sets it); otherwise any caller could claim any address and dodge the login limit.
 pub fn request_meta(req: &Request) -> (Option<String>, Option<String>) {
-    let ip = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|s| s.trim().to_string())
-        .or_else(|| req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()));
+    static TRUST_PROXY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let trust = *TRUST_PROXY.get_or_init(|| matches!(std::env::var("VIREL_TRUST_PROXY").as_deref(), Ok("1" | "true")));
+    let forwarded = || {
+        // The proxy appends the address it saw: the last entry is the one it vouches for.
+        req.headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(|s| s.trim().to_string())
+            .filter(|s| s.parse::<std::net::IpAddr>().is_ok())
+    };
+    let ip = trust.then(forwarded).flatten().or_else(|| req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()));
     let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(String::from);
     (ip, request_id)
 }
@@ -156,7 +164,12 @@ async fn body_limit<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Resp
             ),
         )
     };
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if let Some(n) = declared.filter(|n| *n > MAX_BODY_BYTES as u64) {
+        // Read (and drop) a moderately oversized body so the client, still writing, gets to
+        // read the 413 instead of a reset connection; past that, just answer and close.
+        if n <= DRAIN_LIMIT_BYTES {
+            let _ = req.take_body().into_bytes_limit(DRAIN_LIMIT_BYTES as usize).await;
+        }
         return Ok(too_large());
     }
     if declared.is_none() && req.headers().contains_key("transfer-encoding") {

@@ -161,6 +161,18 @@ impl Tx {
     }
 }
 
+impl Tx {
+    /// Serialises transactions that work on the same natural key (a client's phone or email),
+    /// where no row exists yet to lock: a transaction-scoped advisory lock on PostgreSQL;
+    /// SQLite's write lock already serialises writers.
+    pub async fn lock_key(&mut self, key: &str) -> Result<(), DomainError> {
+        if let Tx::Pg(t) = self {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key).execute(&mut **t).await?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum LockTable {
     Models,

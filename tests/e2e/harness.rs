@@ -162,7 +162,6 @@ pub async fn fresh_db(engine: Engine) -> (Db, GuardHandle) {
 /// Drops the test database when dropped; `.1` is its URL.
 pub struct GuardHandle(Guard, pub String);
 
-
 impl TestApp {
     pub async fn start(engine: Engine) -> TestApp {
         init_tracing();
@@ -239,7 +238,6 @@ impl TestApp {
     }
 
     async fn serve(engine: Engine, db: Db, guard: Guard, queues: Option<virel_workers::Queues>) -> TestApp {
-
         let mut state = virel_api::AppState::new(db.clone(), b"test-secret-test-secret-test-secret!");
         if let Some(q) = queues {
             state.queues = Some(std::sync::Arc::new(q));

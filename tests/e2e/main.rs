@@ -9,7 +9,7 @@ mod auth;
 mod automation;
 mod bad_input;
 mod concurrency;
+mod scaled;
 mod security;
 mod smoke;
 mod transitions;
-mod scaled;

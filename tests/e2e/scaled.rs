@@ -66,12 +66,18 @@ async fn two_thousand_inquiries_survive_two_worker_kills() {
     let app = TestApp::attach(base.clone(), db.clone(), Engine::Postgres);
     let admin = app.login("admin@virel.com").await;
     app.settle(&admin).await;
-    app.ok(&admin, "/automation/rules", json!({
-        "name": "Follow up phone inquiries",
-        "trigger": "inquiry.created",
-        "conditions": [{"field": "source", "operator": "equals", "value": "phone"}],
-        "actions": [{"type": "create_task", "params": {"type": "follow_up"}}]
-    }), 201).await;
+    app.ok(
+        &admin,
+        "/automation/rules",
+        json!({
+            "name": "Follow up phone inquiries",
+            "trigger": "inquiry.created",
+            "conditions": [{"field": "source", "operator": "equals", "value": "phone"}],
+            "actions": [{"type": "create_task", "params": {"type": "follow_up"}}]
+        }),
+        201,
+    )
+    .await;
 
     const N: usize = 2000;
     let started = Instant::now();
@@ -106,7 +112,8 @@ async fn two_thousand_inquiries_survive_two_worker_kills() {
         }
     }
     assert_eq!(created, N);
-    let tasks = || app.count("SELECT COUNT(*) AS n FROM tasks WHERE type = 'follow_up' AND created_by LIKE 'automation:%'");
+    let tasks =
+        || app.count("SELECT COUNT(*) AS n FROM tasks WHERE type = 'follow_up' AND created_by LIKE 'automation:%'");
     let done = app.eventually(180, || async { (tasks().await >= N as i64).then_some(()) }).await;
     assert!(done.is_some(), "all follow-ups created; have {} after {:?}", tasks().await, started.elapsed());
     // Let redeliveries of jobs the killed workers held finish, then count again.

@@ -95,8 +95,12 @@ pub async fn login(db: &Db, ctx: &Ctx, email: &str, password: &str) -> DomainRes
     let email = email.trim().to_lowercase();
     let failures = recent_failures(db, &email, ctx.ip.as_deref()).await?;
     if failures >= MAX_FAILURES {
+        let mut tx = db.begin().await?;
+        write_audit(&mut tx.conn(), ctx, "auth.login_throttled", "user", Some(email.clone()), None, None).await?;
+        tx.commit().await?;
         return Err(DomainError::TooManyRequests { retry_after_secs: (FAILURE_WINDOW_MINUTES * 60) as u64 });
     }
+
     // Slow down a guesser before the hard limit: each recent failure costs 100 ms more.
     if failures > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(100 * failures as u64)).await;
@@ -143,7 +147,11 @@ pub async fn refresh(db: &Db, ctx: &Ctx, token: &str) -> DomainResult<Session> {
         return Err(DomainError::Unauthorized("invalid refresh token".into()));
     };
     let at = now();
-    if row.used_at.is_some() || row.revoked_at.is_some() {
+    if row.used_at.is_none() && row.revoked_at.is_some() {
+        // Ended by a logout (or a password change): no alarm, just no.
+        return Err(DomainError::Unauthorized("refresh token revoked; log in again".into()));
+    }
+    if row.used_at.is_some() {
         q_exec!(
             &mut conn,
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",

@@ -10,7 +10,7 @@ use crate::error::{DomainError, DomainResult};
 use crate::machine::CHANNELS;
 use crate::policy::Permission;
 use crate::rows::{Client, Page};
-use crate::store::{Conn, Db};
+use crate::store::{Conn, Db, Tx};
 use crate::{Ctx, new_id, now, q_all, q_exec, q_opt};
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -119,14 +119,26 @@ pub(crate) async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, input: &NewClient) ->
     Ok(row)
 }
 
-/// Finds the client an inquiry names by phone or email, so one person is one client.
-pub(crate) async fn find_duplicate(conn: &mut Conn<'_>, input: &NewClient) -> DomainResult<Option<Client>> {
+/// Finds the client with this phone or email, so one person is one client. Locks the contact
+/// keys first: two transactions about the same new person queue here, and the second finds
+/// the client the first created.
+pub(crate) async fn find_duplicate(tx: &mut Tx, input: &NewClient) -> DomainResult<Option<Client>> {
     let c = contact(input.phone.as_deref(), input.email.as_deref(), None)?;
     if c.phone.is_none() && c.email.is_none() {
         return Ok(None);
     }
+    let mut keys: Vec<String> = c
+        .phone
+        .iter()
+        .map(|p| format!("client-phone:{p}"))
+        .chain(c.email.iter().map(|e| format!("client-email:{e}")))
+        .collect();
+    keys.sort();
+    for k in &keys {
+        tx.lock_key(k).await?;
+    }
     q_opt!(
-        conn,
+        &mut tx.conn(),
         Client,
         "SELECT * FROM clients WHERE ($1 IS NOT NULL AND phone = $1) OR ($2 IS NOT NULL AND lower(email) = $2)
          ORDER BY created_at LIMIT 1",
@@ -138,7 +150,11 @@ pub(crate) async fn find_duplicate(conn: &mut Conn<'_>, input: &NewClient) -> Do
 pub async fn create(db: &Db, ctx: &Ctx, input: NewClient) -> DomainResult<Client> {
     authorize(db, ctx, Permission::ClientsWrite, "client").await?;
     let mut tx = db.begin().await?;
+    if let Some(existing) = find_duplicate(&mut tx, &input).await? {
+        return Err(DomainError::Duplicate(format!("client {} already has this phone or email", existing.id)));
+    }
     let row = insert(&mut tx.conn(), ctx, &input).await?;
+
     tx.commit().await?;
     Ok(row)
 }

@@ -136,9 +136,9 @@ pub async fn transition(
     if !EXCEPTION.is_state(to) {
         return Err(DomainError::invalid(format!("status must be one of: {}", EXCEPTION.states.join(", "))));
     }
-    load_visible(db, ctx, id).await?;
+    let current = load_visible(db, ctx, id).await?;
     let mut tx = db.begin().await?;
-    let after = transition_in(&mut tx, ctx, id, to, resolution, version).await?;
+    let after = transition_in(&mut tx, ctx, id, to, resolution, version.or(Some(current.version))).await?;
     tx.commit().await?;
     Ok(after)
 }
@@ -212,9 +212,8 @@ pub async fn assign(
     if !ctx.sees_all_items() && assignee_id.is_some() && assignee_id != ctx.actor.user_id() {
         authorize(db, ctx, Permission::ExceptionsAll, "exception").await?;
     }
-    let _ = current;
     let mut tx = db.begin().await?;
-    let after = assign_in(&mut tx, ctx, id, assignee_id, version).await?;
+    let after = assign_in(&mut tx, ctx, id, assignee_id, version.or(Some(current.version))).await?;
     tx.commit().await?;
     Ok(after)
 }

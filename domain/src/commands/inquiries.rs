@@ -81,15 +81,20 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewInquiry) -> DomainResult<Inqui
         return Err(DomainError::invalid("preferences must be an object"));
     }
     let mut tx = db.begin().await?;
+    let existing = match (&input.client_id, &input.client) {
+        (None, Some(c)) => clients::find_duplicate(&mut tx, c).await?,
+        _ => None,
+    };
     let mut conn = tx.conn();
     let client = match (input.client_id, &input.client) {
         (Some(id), None) => {
             clients::load(&mut conn, id).await.map_err(|_| DomainError::invalid("client_id names no client"))?
         }
-        (None, Some(c)) => match clients::find_duplicate(&mut conn, c).await? {
+        (None, Some(c)) => match existing {
             Some(existing) => existing,
             None => clients::insert(&mut conn, ctx, c).await?,
         },
+
         (Some(_), Some(_)) => {
             return Err(DomainError::invalid("give either client_id or client, not both"));
         }

@@ -193,7 +193,7 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: TaskTransition) -> Doma
         authorize(db, ctx, Permission::TasksAll, "task").await?;
     }
     let mut tx = db.begin().await?;
-    let row = transition_in(&mut tx.conn(), ctx, id, &t.status, t.version).await?;
+    let row = transition_in(&mut tx.conn(), ctx, id, &t.status, t.version.or(Some(current.version))).await?;
     tx.commit().await?;
     Ok(row)
 }
@@ -255,8 +255,11 @@ pub async fn assign(
     {
         authorize(db, ctx, Permission::TasksAll, "task").await?;
     }
+    // The check above read `current`: the write must apply to that same version, so a claim
+    // that raced another claim answers 409 instead of silently taking the item over.
     let mut tx = db.begin().await?;
-    let after = assign_in(&mut tx, ctx, id, assignee_id, version).await?;
+    let after = assign_in(&mut tx, ctx, id, assignee_id, version.or(Some(current.version))).await?;
+
     tx.commit().await?;
     Ok(after)
 }
