@@ -54,7 +54,7 @@ pub trait QueueBackend: Send + Sync {
 }
 
 pub fn queue_name(q: &str) -> DomainResult<&'static str> {
-    QUEUES.into_iter().find(|x| *x == q).ok_or_else(|| DomainError::NotFound { entity: "queue" })
+    QUEUES.into_iter().find(|x| *x == q).ok_or(DomainError::NotFound { entity: "queue" })
 }
 
 /// Keeps a job that exhausted its attempts and tells an operator: a job_failed exception
@@ -108,7 +108,6 @@ pub async fn record_dead(
         Some(json!({"queue": queue, "kind": kind, "attempts": attempts, "error": error})),
     )
     .await?;
-    drop(conn);
     tx.commit().await?;
     Ok(id)
 }
@@ -148,7 +147,6 @@ pub async fn retry_dead(
     .await?;
     // Pushed before the commit: if the push fails the job stays dead and retryable.
     backend.requeue(queue, dead.job.0.clone()).await?;
-    drop(conn);
     tx.commit().await?;
     Ok(dead)
 }

@@ -50,7 +50,6 @@ pub async fn sync_policy(db: &Db) -> DomainResult<()> {
             )?;
         }
     }
-    drop(conn);
     tx.commit().await
 }
 

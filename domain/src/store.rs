@@ -123,8 +123,8 @@ impl Db {
 impl Tx {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Tx::Pg(t) => Conn::Pg(&mut **t),
-            Tx::Lite(t) => Conn::Lite(&mut **t),
+            Tx::Pg(t) => Conn::Pg(t),
+            Tx::Lite(t) => Conn::Lite(t),
         }
     }
 
@@ -181,8 +181,8 @@ pub enum LockTable {
 impl Handle {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Handle::Pg(c) => Conn::Pg(&mut **c),
-            Handle::Lite(c) => Conn::Lite(&mut **c),
+            Handle::Pg(c) => Conn::Pg(c),
+            Handle::Lite(c) => Conn::Lite(c),
         }
     }
 }

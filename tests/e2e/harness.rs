@@ -359,7 +359,6 @@ impl TestApp {
     }
 
     /// Polls `f` until it returns Some or `secs` pass.
-
     pub async fn eventually<T, F, Fut>(&self, secs: u64, mut f: F) -> Option<T>
     where
         F: FnMut() -> Fut,

@@ -162,7 +162,6 @@ pub async fn update_rule(db: &Db, ctx: &Ctx, id: Uuid, r: RuleInput) -> DomainRe
         Some(snapshot(&after)),
     )
     .await?;
-    drop(conn);
     tx.commit().await?;
     Ok(after)
 }
@@ -183,7 +182,6 @@ pub async fn delete_rule(db: &Db, ctx: &Ctx, id: Uuid) -> DomainResult<()> {
         None,
     )
     .await?;
-    drop(conn);
     tx.commit().await
 }
 
@@ -243,6 +241,7 @@ pub struct EventOutcome {
     pub loop_stopped: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn insert_execution(
     conn: &mut Conn<'_>,
     rule: Uuid,
@@ -452,7 +451,6 @@ pub async fn claim_due_actions(db: &Db, limit: i64) -> DomainResult<Vec<Uuid>> {
             claimed.push(d.id);
         }
     }
-    drop(conn);
     tx.commit().await?;
     Ok(claimed)
 }

@@ -300,7 +300,7 @@ fn validate_action(i: usize, trigger: &str, a: &Action) -> DomainResult<()> {
             string("title", false)?;
             one_of("priority", string("priority", false)?, PRIORITIES)?;
             if let Some(d) = p("due_in_minutes")
-                && !d.as_i64().is_some_and(|d| d >= 0)
+                && d.as_i64().is_none_or(|d| d < 0)
             {
                 return Err(bad(format!("actions[{i}].params.due_in_minutes: must be a non-negative integer")));
             }

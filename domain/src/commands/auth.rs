@@ -117,7 +117,6 @@ pub async fn login(db: &Db, ctx: &Ctx, email: &str, password: &str) -> DomainRes
     let mut conn = tx.conn();
     let Some(user) = user.filter(|_| ok) else {
         write_audit(&mut conn, ctx, "auth.login_failed", "user", Some(email.clone()), None, None).await?;
-        drop(conn);
         tx.commit().await?;
         return Err(DomainError::Unauthorized("wrong email or password".into()));
     };
@@ -127,7 +126,6 @@ pub async fn login(db: &Db, ctx: &Ctx, email: &str, password: &str) -> DomainRes
         ..ctx.clone()
     };
     write_audit(&mut conn, &actor_ctx, "auth.login", "user", Some(user.id.to_string()), None, None).await?;
-    drop(conn);
     tx.commit().await?;
     Ok(Session { user, refresh_token: token })
 }
@@ -168,7 +166,6 @@ pub async fn refresh(db: &Db, ctx: &Ctx, token: &str) -> DomainResult<Session> {
             Some(json!({"family_id": row.family_id})),
         )
         .await?;
-        drop(conn);
         tx.commit().await?;
         return Err(DomainError::Unauthorized(
             "refresh token reuse detected; all sessions of this login were revoked".into(),
@@ -193,7 +190,6 @@ pub async fn refresh(db: &Db, ctx: &Ctx, token: &str) -> DomainResult<Session> {
     }
     let token = issue(&mut conn, user.id, row.family_id).await?;
     write_audit(&mut conn, ctx, "auth.refresh", "user", Some(user.id.to_string()), None, None).await?;
-    drop(conn);
     tx.commit().await?;
     Ok(Session { user, refresh_token: token })
 }
@@ -230,7 +226,6 @@ pub async fn logout(db: &Db, ctx: &Ctx, token: Option<&str>) -> DomainResult<()>
         )?;
     }
     write_audit(&mut conn, ctx, "auth.logout", "user", ctx.actor.user_id().map(|u| u.to_string()), None, None).await?;
-    drop(conn);
     tx.commit().await?;
     Ok(())
 }

@@ -313,21 +313,17 @@ pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &BookingTransiti
                 override_reason = Some(require_text(t.reason.as_deref(), "reason")?);
             }
         }
-        ("confirmed", "in_progress") => {
-            if at < before.start_at - Duration::minutes(30) {
-                return Err(DomainError::GuardFailed {
-                    guard: "not_before_start_window",
-                    message: "a booking can start no earlier than 30 minutes before its start time".into(),
-                });
-            }
+        ("confirmed", "in_progress") if at < before.start_at - Duration::minutes(30) => {
+            return Err(DomainError::GuardFailed {
+                guard: "not_before_start_window",
+                message: "a booking can start no earlier than 30 minutes before its start time".into(),
+            });
         }
-        ("confirmed", "no_show") => {
-            if at < before.start_at {
-                return Err(DomainError::GuardFailed {
-                    guard: "not_before_start",
-                    message: "a no-show can be recorded only after the start time".into(),
-                });
-            }
+        ("confirmed", "no_show") if at < before.start_at => {
+            return Err(DomainError::GuardFailed {
+                guard: "not_before_start",
+                message: "a no-show can be recorded only after the start time".into(),
+            });
         }
         (_, "cancelled") => {
             cancellation_reason = Some(require_text(t.reason.as_deref(), "reason")?);

@@ -223,7 +223,6 @@ pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, patch: ClientPatch) -> DomainR
         Some(snapshot(&after)),
     )
     .await?;
-    drop(conn);
     tx.commit().await?;
     Ok(after)
 }
@@ -257,7 +256,6 @@ pub async fn block(db: &Db, ctx: &Ctx, id: Uuid, reason: Option<String>) -> Doma
         Some(snapshot(&after)),
     )
     .await?;
-    drop(conn);
     tx.commit().await?;
     Ok(after)
 }

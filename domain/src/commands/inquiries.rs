@@ -162,7 +162,6 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewInquiry) -> DomainResult<Inqui
         )
         .await?;
     }
-    drop(conn);
     tx.commit().await?;
     Ok(row)
 }
@@ -376,7 +375,6 @@ pub async fn convert_to_booking(db: &Db, ctx: &Ctx, id: Uuid, c: Convert) -> Dom
         Some(snapshot(&after)),
     )
     .await?;
-    drop(conn);
     tx.commit().await?;
     Ok(booking)
 }

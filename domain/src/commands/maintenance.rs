@@ -74,7 +74,6 @@ pub async fn purge_expired(db: &Db, ctx: &Ctx) -> DomainResult<Purged> {
     if p.refresh_tokens + p.idempotency_keys + p.schedule_runs > 0 {
         write_audit(&mut conn, ctx, "retention.purged", "system", None, None, Some(json!(p))).await?;
     }
-    drop(conn);
     tx.commit().await?;
     Ok(p)
 }

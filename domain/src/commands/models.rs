@@ -105,7 +105,6 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewModel) -> DomainResult<Model> 
     let row = load(&mut conn, id).await?;
     emit(&mut conn, ctx, "model.created", "model", id, json!({"model_id": id})).await?;
     write_audit(&mut conn, ctx, "model.created", "model", Some(id.to_string()), None, Some(snapshot(&row))).await?;
-    drop(conn);
     tx.commit().await?;
     Ok(row)
 }
@@ -180,7 +179,6 @@ pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, p: ModelPatch) -> DomainResult
         Some(snapshot(&after)),
     )
     .await?;
-    drop(conn);
     tx.commit().await?;
     Ok(after)
 }

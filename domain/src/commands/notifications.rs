@@ -219,7 +219,6 @@ pub async fn record_failure(db: &Db, id: Uuid, error: &str, final_attempt: bool)
         )
         .await?;
     }
-    drop(conn);
     tx.commit().await
 }
 
@@ -257,6 +256,5 @@ pub async fn record_sent(db: &Db, id: Uuid, provider_id: &str) -> DomainResult<(
         Some(json!({"provider_id": provider_id})),
     )
     .await?;
-    drop(conn);
     tx.commit().await
 }

@@ -185,7 +185,6 @@ pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, p: UserPatch) -> DomainResult<
         Some(snapshot(&after)),
     )
     .await?;
-    drop(conn);
     tx.commit().await?;
     Ok(after)
 }
