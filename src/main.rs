@@ -101,18 +101,44 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let wcfg = virel_workers::WorkerConfig::from_env(workers.as_deref().unwrap_or_default())?;
-    let queues = open_queues(&cfg, &wcfg).await?;
-    if workers.is_some() {
+    // The API serves without the queues (writes wait in the outbox); workers and the
+    // scheduler wait for them.
+    let queues = if workers.is_none() && !scheduler {
+        match open_queues(&cfg, &wcfg).await {
+            Ok(q) => Some(q),
+            Err(e) => {
+                tracing::warn!(error = %e, "queues unreachable; serving without the queue dashboard");
+                None
+            }
+        }
+    } else {
+        let mut stop = stop_rx.clone();
+        loop {
+            match open_queues(&cfg, &wcfg).await {
+                Ok(q) => break Some(q),
+                Err(e) => tracing::warn!(error = %e, "queues unreachable; retrying in 2 s"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                _ = shutdown_signal() => return Ok(()),
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    };
+    if let (Some(_), Some(queues)) = (&workers, &queues) {
         let rt = Arc::new(virel_workers::Runtime::new(db.clone(), queues.clone(), wcfg.retry.clone()));
         let stop = stop_rx.clone();
         tasks.spawn(async move { virel_workers::run(rt, wcfg, stop).await });
     }
-    if scheduler {
+    if let (true, Some(queues)) = (scheduler, &queues) {
         let (db, queues, stop) = (db.clone(), queues.clone(), stop_rx.clone());
         tasks.spawn(async move { virel_scheduler::run(db, queues, stop).await });
     }
     if api {
-        let state = virel_api::AppState::new(db.clone(), &cfg.jwt_secret()?).with_queues(Arc::new(queues.clone()));
+        let mut state = virel_api::AppState::new(db.clone(), &cfg.jwt_secret()?);
+        state.queues = queues.clone().map(|q| Arc::new(q) as Arc<dyn virel_domain::jobs::QueueBackend>);
+        let state = state.shared();
+
         let listener = poem::listener::TcpListener::bind(cfg.bind.clone());
         let mut stop = stop_rx.clone();
         let bind = cfg.bind.clone();

@@ -6,7 +6,10 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::{Value, json};
 
+use virel_domain::commands::{maintenance, notifications};
+
 use crate::{ApiTags, AppState};
+
 
 pub struct Api {
     pub state: Arc<AppState>,
@@ -35,11 +38,27 @@ impl Api {
     #[oai(path = "/health", method = "get")]
     async fn health(&self) -> HealthResponse {
         let db_ok = self.state.db.ping().await;
+        let queue = match &self.state.queues {
+            None => json!({"status": "not_connected", "detail": "this process runs without a queue connection"}),
+            Some(q) => match q.live("ops").await {
+                Ok(_) => json!({"status": "ok", "backend": q.name()}),
+                Err(e) => json!({"status": "down", "backend": q.name(), "detail": e.to_string()}),
+            },
+        };
+        let scheduler = match maintenance::lease_holder(&self.state.db, "scheduler").await {
+            Ok(Some((holder, until))) => json!({"status": "ok", "leader": holder, "lease_until": until}),
+            Ok(None) => json!({"status": "no_leader", "detail": "no scheduler holds the lease"}),
+            Err(e) => json!({"status": "unknown", "detail": e.to_string()}),
+        };
+        let degraded = !db_ok || queue["status"] == "down" || scheduler["status"] != "ok";
         let checks = json!({
             "database": {"status": if db_ok { "ok" } else { "down" }, "engine": self.state.db.engine()},
+            "queue": queue,
+            "scheduler": scheduler,
+            "channels": notifications::channel_status(),
         });
         let h = Health {
-            status: if db_ok { "ok" } else { "degraded" }.into(),
+            status: if degraded { "degraded" } else { "ok" }.into(),
             checks,
             uptime_secs: self.state.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION").into(),

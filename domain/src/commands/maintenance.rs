@@ -77,3 +77,20 @@ pub async fn purge_expired(db: &Db, ctx: &Ctx) -> DomainResult<Purged> {
     tx.commit().await?;
     Ok(p)
 }
+
+#[derive(sqlx::FromRow)]
+struct LeaseRow {
+    holder: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// Who holds a lease and until when (None when nobody does).
+pub async fn lease_holder(db: &Db, name: &str) -> DomainResult<Option<(String, DateTime<Utc>)>> {
+    let row = crate::q_opt!(
+        &mut db.acquire().await?.conn(),
+        LeaseRow,
+        "SELECT holder, expires_at FROM leases WHERE name = $1",
+        name
+    )?;
+    Ok(row.filter(|r| r.expires_at > now()).map(|r| (r.holder, r.expires_at)))
+}

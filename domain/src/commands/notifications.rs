@@ -258,3 +258,24 @@ pub async fn record_sent(db: &Db, id: Uuid, provider_id: &str) -> DomainResult<(
     .await?;
     tx.commit().await
 }
+
+/// The channels and the variables that would enable each.
+pub const CHANNELS: &[(&str, &[&str])] = &[
+    ("telegram_diva", &["TELEGRAM_DIVA_BOT_TOKEN"]),
+    ("telegram_kesha", &["TELEGRAM_KESHA_BOT_TOKEN"]),
+    ("email", &["RESEND_API_KEY", "SMTP_URL"]),
+    ("sms", &["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM"]),
+];
+
+/// Every channel reports disabled: this build of Virel has no provider clients yet, so no
+/// credentials can make one send.
+pub fn channel_status() -> Value {
+    let mut m = serde_json::Map::new();
+    for (name, vars) in CHANNELS {
+        m.insert(
+            (*name).into(),
+            json!({"status": "disabled", "reason": "no provider client for this channel yet", "configured_by": vars}),
+        );
+    }
+    Value::Object(m)
+}
