@@ -2,6 +2,7 @@
 //! state, each writing the row, its audit entry and its domain events in one transaction.
 //! No HTTP and no queue here: the API, the workers and the scheduler all call into this crate.
 
+pub mod action_center;
 pub mod automation;
 pub mod commands;
 pub mod ctx;
@@ -12,6 +13,7 @@ pub mod outbox;
 pub mod policy;
 pub mod rows;
 pub mod seed;
+pub mod sla;
 pub mod store;
 
 pub use ctx::{Actor, Ctx};

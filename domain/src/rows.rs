@@ -110,6 +110,10 @@ pub struct Booking {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+    pub starting_soon_at: Option<DateTime<Utc>>,
+    pub safety_start_at: Option<DateTime<Utc>>,
+    pub safety_end_at: Option<DateTime<Utc>>,
+    pub client_confirmed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, FromRow, Serialize)]
@@ -144,6 +148,10 @@ pub struct Task {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+    pub sla_started_at: Option<DateTime<Utc>>,
+    pub paused_at: Option<DateTime<Utc>>,
+    pub sla_warned_at: Option<DateTime<Utc>>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, FromRow, Serialize)]
@@ -164,6 +172,9 @@ pub struct Exception {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+    pub sla_started_at: Option<DateTime<Utc>>,
+    pub paused_at: Option<DateTime<Utc>>,
+    pub sla_warned_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, FromRow, Serialize)]

@@ -31,7 +31,8 @@ pub const DEMO_USERS: &[(&str, &str, Role)] = &[
 ];
 
 /// Writes the role → permission table of the policy module into `roles`, `permissions` and
-/// `role_permissions`, for reports and SQL users; the code's table stays the authority.
+/// `role_permissions`, for reports and SQL users (the code's table stays the authority), and
+/// installs the default SLA policies and automation rules when absent.
 pub async fn sync_policy(db: &Db) -> DomainResult<()> {
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
@@ -50,8 +51,12 @@ pub async fn sync_policy(db: &Db) -> DomainResult<()> {
             )?;
         }
     }
-    tx.commit().await
+    tx.commit().await?;
+    crate::sla::seed_defaults(db).await?;
+    crate::automation::seed_defaults(db).await?;
+    Ok(())
 }
+
 
 /// Seeds the demo data when absent; returns whether it wrote anything.
 pub async fn seed_demo(db: &Db) -> DomainResult<bool> {

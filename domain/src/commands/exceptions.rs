@@ -45,10 +45,12 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, e: NewException) -> DomainRe
     let title = e.title.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| e.kind.replace('_', " "));
     let id = new_id();
     let at = now();
+    let due_at = crate::sla::policy_for(conn, "exception", &e.kind).await?.map(|p| crate::sla::deadline(&p, at));
     q_exec!(
         conn,
-        "INSERT INTO exceptions (id, type, title, severity, status, subject_type, subject_id, assignee_id, created_by, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $9)",
+        "INSERT INTO exceptions (id, type, title, severity, status, subject_type, subject_id, assignee_id, created_by, created_at,
+             updated_at, due_at, sla_started_at)
+         VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $9, $10, $9)",
         id,
         e.kind.clone(),
         title,
@@ -57,8 +59,10 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, e: NewException) -> DomainRe
         e.subject_id,
         e.assignee_id,
         ctx.actor.label(),
-        at
+        at,
+        due_at
     )?;
+
     let row = load(conn, id).await?;
     emit(conn, ctx, "exception.created", "exception", id, payload(&row)).await?;
     write_audit(conn, ctx, "exception.created", "exception", Some(id.to_string()), None, Some(snapshot(&row))).await?;

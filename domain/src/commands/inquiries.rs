@@ -284,6 +284,11 @@ pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &InquiryTransiti
     if after.status == "lost" {
         emit(&mut conn, ctx, "inquiry.lost", "inquiry", id, payload).await?;
     }
+    // The SLA clocks of its tasks stop while the inquiry waits on the client.
+    if after.status == "awaiting_client" || before.status == "awaiting_client" {
+        crate::sla::pause_for_subject(&mut conn, ctx, "inquiry", id, after.status == "awaiting_client").await?;
+    }
+
     write_audit(
         &mut conn,
         ctx,

@@ -71,28 +71,39 @@ struct Contact {
     preferred_channel: Option<String>,
 }
 
+/// A message to send: to the client (on its preferred channel when `channel` is
+/// `preferred`), or to a staff target named by `to`.
+pub struct Message<'a> {
+    pub channel: &'a str,
+    pub to: &'a str,
+    pub template: &'a str,
+    pub client_id: Option<Uuid>,
+    pub vars: Value,
+    pub subject: (String, Uuid),
+}
+
 /// Records a notification about an event's subject and announces it for sending.
-pub async fn queue_in(
-    tx: &mut Tx,
-    ctx: &Ctx,
-    channel: &str,
-    to: &str,
-    template: &str,
-    event: &DomainEvent,
-) -> DomainResult<Notification> {
+pub async fn queue_in(tx: &mut Tx, ctx: &Ctx, channel: &str, to: &str, template: &str, event: &DomainEvent) -> DomainResult<Notification> {
     let p = &event.payload.0;
-    let id_of = |k: &str| p.get(k).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
-    let mut conn = tx.conn();
-    let mut vars = json!({
+    let vars = json!({
         "start_at": p.get("start_at").cloned().unwrap_or(Value::Null),
         "deposit": p.get("deposit").map(|d| format!("{} {}", d["amount"], d["currency"].as_str().unwrap_or(""))),
         "title": p.get("title").cloned().unwrap_or(Value::Null),
     });
+    let client_id = p.get("client_id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
+    let subject = crate::automation::actions::subject_of(event);
+    queue(&mut tx.conn(), ctx, Message { channel, to, template, client_id, vars, subject }).await
+}
+
+/// Records a notification (queued) and announces it with `notification.queued`, in the
+/// caller's transaction.
+pub async fn queue(conn: &mut Conn<'_>, ctx: &Ctx, m: Message<'_>) -> DomainResult<Notification> {
+    let Message { channel, to, template, client_id, mut vars, subject } = m;
     let (channel, recipient) = match to {
         "client" => {
-            let client_id = id_of("client_id").ok_or_else(|| DomainError::invalid("the event names no client"))?;
+            let client_id = client_id.ok_or_else(|| DomainError::invalid("there is no client to contact"))?;
             let c = q_opt!(
-                &mut conn,
+                conn,
                 Contact,
                 "SELECT name, phone, email, telegram, preferred_channel FROM clients WHERE id = $1",
                 client_id
@@ -123,9 +134,9 @@ pub async fn queue_in(
     let body = render(template, &vars);
     let id = new_id();
     let at = now();
-    let (st, sid) = crate::automation::actions::subject_of(event);
+    let (st, sid) = subject;
     q_exec!(
-        &mut conn,
+        conn,
         "INSERT INTO notifications (id, channel, recipient, template, body, status, subject_type, subject_id, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $8)",
         id,
@@ -137,9 +148,9 @@ pub async fn queue_in(
         sid,
         at
     )?;
-    let row = load(&mut conn, id).await?;
+    let row = load(conn, id).await?;
     emit(
-        &mut conn,
+        conn,
         ctx,
         "notification.queued",
         "notification",
@@ -148,7 +159,7 @@ pub async fn queue_in(
     )
     .await?;
     write_audit(
-        &mut conn,
+        conn,
         ctx,
         "notification.queued",
         "notification",

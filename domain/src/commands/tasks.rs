@@ -89,10 +89,16 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> DomainResult<
     }
     let id = new_id();
     let at = now();
+    // No deadline given: the SLA policy of its type sets one.
+    let due_at = match t.due_at {
+        Some(d) => Some(d),
+        None => crate::sla::policy_for(conn, "task", &t.kind).await?.map(|p| crate::sla::deadline(&p, at)),
+    };
     q_exec!(
         conn,
-        "INSERT INTO tasks (id, type, title, priority, status, assignee_id, subject_type, subject_id, due_at, created_by, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $10, $10)",
+        "INSERT INTO tasks (id, type, title, priority, status, assignee_id, subject_type, subject_id, due_at, created_by,
+             created_at, updated_at, sla_started_at)
+         VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $10, $10, $10)",
         id,
         t.kind.clone(),
         title,
@@ -100,10 +106,11 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> DomainResult<
         t.assignee_id,
         t.subject_type.clone(),
         t.subject_id,
-        t.due_at,
+        due_at,
         ctx.actor.label(),
         at
     )?;
+
     let row = load(conn, id).await?;
     emit(conn, ctx, "task.created", "task", id, payload(&row)).await?;
     if let Some(a) = row.assignee_id {
