@@ -8,6 +8,7 @@ mod fixtures;
 mod auth;
 mod automation;
 mod bad_input;
+mod browser;
 mod concurrency;
 mod scaled;
 mod security;
