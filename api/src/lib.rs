@@ -1,18 +1,20 @@
 //! The HTTP API (poem + poem-openapi): one module per resource, authentication, error mapping,
 //! masking on the way out. The OpenAPI document is generated from these handlers.
 
+pub mod admin;
 pub mod auth;
 pub mod dto;
 pub mod error;
+pub mod realtime;
 mod resources;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use poem::endpoint::make_sync;
-use poem::http::{HeaderValue, StatusCode};
+use poem::http::{HeaderValue, StatusCode, header::AUTHORIZATION};
 use poem::middleware::Tracing;
-use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, get, post};
 use poem_openapi::{OpenApiService, Tags};
 use virel_domain::Db;
 use virel_domain::jobs::QueueBackend;
@@ -30,11 +32,22 @@ pub struct AppState {
     pub started: Instant,
     /// The queues, to show and retry their jobs; None where the API runs without them.
     pub queues: Option<Arc<dyn QueueBackend>>,
+    /// Live Action Center connections.
+    pub hub: Arc<realtime::Hub>,
+    /// The Redis URL and channel on which other processes announce changes (scaled mode).
+    pub live_redis: Option<(String, String)>,
 }
 
 impl AppState {
     pub fn new(db: Db, jwt_secret: &[u8]) -> AppState {
-        AppState { db, jwt: JwtKeys::new(jwt_secret), started: Instant::now(), queues: None }
+        AppState {
+            db,
+            jwt: JwtKeys::new(jwt_secret),
+            started: Instant::now(),
+            queues: None,
+            hub: Arc::new(realtime::Hub::default()),
+            live_redis: None,
+        }
     }
 
     pub fn with_queues(mut self, q: Arc<dyn QueueBackend>) -> Arc<AppState> {
@@ -71,6 +84,8 @@ pub enum ApiTags {
     Audit,
     /// Automation rules, dry runs and executions.
     Automation,
+    /// The operator's single screen: open items, quick actions, live updates, SLA policies.
+    ActionCenter,
     /// Health and monitoring.
     System,
 }
@@ -86,20 +101,31 @@ pub fn openapi_json(state: Arc<AppState>) -> String {
     api_service(state).spec()
 }
 
-/// The whole HTTP application: `/api/v1/...`, the OpenAPI document and `/docs`.
+/// The whole HTTP application: `/api/v1/...`, the OpenAPI document, `/docs` and the operator
+/// pages under `/admin`.
 pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
+    state.hub.start(state.db.clone(), state.live_redis.clone());
     let service = api_service(state.clone());
     let spec = service.spec();
+
     let docs = service.swagger_ui();
     Route::new()
         .at(
             "/api/v1/openapi.json",
             make_sync(move |_| Response::builder().content_type("application/json").body(spec.clone())),
         )
+        .at("/api/v1/ws", get(resources::action_center::ws))
         .nest("/api/v1", service)
         .nest("/docs", docs)
         .at("/", make_sync(|_| Response::builder().status(StatusCode::FOUND).header("location", "/docs").finish()))
+        .at("/admin", get(admin::index))
+        .at("/admin/", get(admin::index))
+        .at("/admin/login", get(admin::session::login_form).post(admin::session::login_submit))
+        .at("/admin/logout", post(admin::session::logout))
+        .at("/admin/queues", get(admin::queues::page).around(admin::page_guard))
+        .at("/admin/queues/:queue/jobs/:id/retry", post(admin::queues::retry).around(admin::page_guard))
         .data(state)
+        .around(session_cookie_auth)
         .around(body_limit)
         .catch_all_error(render_error)
         .around(request_id)
@@ -148,6 +174,23 @@ async fn request_id<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Resp
     };
     resp.headers_mut().insert("x-request-id", value);
     Ok(resp)
+}
+
+/// Same-origin pages call the API with the operator's session cookie (`virel_session`, the
+/// access token, HttpOnly) instead of holding a token in JavaScript: a request to `/api/v1/`
+/// without an `Authorization` header but with that cookie gets `Authorization: Bearer
+/// <cookie>`. This is not a CSRF hole because the cookie is `SameSite=Strict`: browsers do not
+/// send it on requests another site starts (forms, images, fetches). An explicit
+/// `Authorization` header always wins.
+async fn session_cookie_auth<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+    if req.uri().path().starts_with("/api/v1/") && !req.headers().contains_key(AUTHORIZATION) {
+        let bearer =
+            admin::cookie(&req, admin::SESSION_COOKIE).and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok());
+        if let Some(v) = bearer {
+            req.headers_mut().insert(AUTHORIZATION, v);
+        }
+    }
+    Ok(next.call(req).await?.into_response())
 }
 
 /// Refuses bodies over `MAX_BODY_BYTES` (413), whether or not they declare their length.

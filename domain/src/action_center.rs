@@ -116,7 +116,8 @@ pub fn sort(items: &mut [Item]) {
 /// Whether `ctx` may see the item: the Action Center's permission, and for OPERATORs only
 /// their own and unassigned items.
 pub fn visible_to(ctx: &Ctx, item: &Item) -> bool {
-    ctx.can(Permission::ActionCenterRead) && (ctx.sees_all_items() || item.assignee_id.is_none() || item.assignee_id == ctx.actor.user_id())
+    ctx.can(Permission::ActionCenterRead)
+        && (ctx.sees_all_items() || item.assignee_id.is_none() || item.assignee_id == ctx.actor.user_id())
 }
 
 #[derive(sqlx::FromRow)]
@@ -170,8 +171,12 @@ impl<'c, 'a> Builder<'c, 'a> {
             return Ok(l.clone());
         }
         let sql: &'static str = match kind {
-            "inquiry" => "SELECT c.name || ' · ' || i.source || ' inquiry' AS name FROM inquiries i JOIN clients c ON c.id = i.client_id WHERE i.id = $1",
-            "booking" => "SELECT c.name || ' · ' || m.name AS name FROM bookings b JOIN clients c ON c.id = b.client_id JOIN models m ON m.id = b.model_id WHERE b.id = $1",
+            "inquiry" => {
+                "SELECT c.name || ' · ' || i.source || ' inquiry' AS name FROM inquiries i JOIN clients c ON c.id = i.client_id WHERE i.id = $1"
+            }
+            "booking" => {
+                "SELECT c.name || ' · ' || m.name AS name FROM bookings b JOIN clients c ON c.id = b.client_id JOIN models m ON m.id = b.model_id WHERE b.id = $1"
+            }
             "client" => "SELECT name FROM clients WHERE id = $1",
             "model" => "SELECT name FROM models WHERE id = $1",
             "task" => "SELECT title AS name FROM tasks WHERE id = $1",
@@ -349,7 +354,10 @@ pub async fn confirm(db: &Db, ctx: &Ctx, kind: &str, id: Uuid) -> DomainResult<I
     authorize(db, ctx, Permission::TasksWrite, "task").await?;
     authorize(db, ctx, Permission::BookingsWrite, "booking").await?;
     if it.kind != "task" || it.item_type != "confirm_booking" {
-        return Err(DomainError::GuardFailed { guard: "confirm_booking_task", message: "confirm applies to confirm_booking tasks".into() });
+        return Err(DomainError::GuardFailed {
+            guard: "confirm_booking_task",
+            message: "confirm applies to confirm_booking tasks".into(),
+        });
     }
     let Some(Subject { kind: ref sk, id: booking_id, .. }) = it.subject else {
         return Err(DomainError::GuardFailed { guard: "booking_subject", message: "the task names no booking".into() });
@@ -359,12 +367,25 @@ pub async fn confirm(db: &Db, ctx: &Ctx, kind: &str, id: Uuid) -> DomainResult<I
     }
     let mut tx = db.begin().await?;
     let booking = bookings::load(&mut tx.conn(), booking_id).await?;
-    let next = BOOKING
-        .allowed_from(&booking.status)
-        .into_iter()
-        .find(|s| !matches!(*s, "cancelled" | "no_show"))
-        .ok_or_else(|| DomainError::GuardFailed { guard: "booking_forward", message: format!("the booking is {} and cannot move forward", booking.status) })?;
-    bookings::transition_in(&mut tx, ctx, booking_id, &BookingTransition { status: next.into(), reason: Some("confirmed from the Action Center".into()), r#override: false, version: None }).await?;
+    let next =
+        BOOKING.allowed_from(&booking.status).into_iter().find(|s| !matches!(*s, "cancelled" | "no_show")).ok_or_else(
+            || DomainError::GuardFailed {
+                guard: "booking_forward",
+                message: format!("the booking is {} and cannot move forward", booking.status),
+            },
+        )?;
+    bookings::transition_in(
+        &mut tx,
+        ctx,
+        booking_id,
+        &BookingTransition {
+            status: next.into(),
+            reason: Some("confirmed from the Action Center".into()),
+            r#override: false,
+            version: None,
+        },
+    )
+    .await?;
     if it.status == "open" {
         tasks::transition_in(&mut tx.conn(), ctx, id, "in_progress", Some(it.version)).await?;
         tasks::transition_in(&mut tx.conn(), ctx, id, "done", None).await?;
@@ -377,7 +398,13 @@ pub async fn confirm(db: &Db, ctx: &Ctx, kind: &str, id: Uuid) -> DomainResult<I
 
 /// Contact: a templated message to the client of the item's subject, on the client's
 /// preferred channel, and a note saying so on the subject.
-pub async fn contact(db: &Db, ctx: &Ctx, kind: &str, id: Uuid, template: Option<String>) -> DomainResult<(Item, notifications::Notification)> {
+pub async fn contact(
+    db: &Db,
+    ctx: &Ctx,
+    kind: &str,
+    id: Uuid,
+    template: Option<String>,
+) -> DomainResult<(Item, notifications::Notification)> {
     let it = visible_item(db, ctx, kind, id).await?;
     authorize(db, ctx, Permission::NotesWrite, "note").await?;
     let template = template.unwrap_or_else(|| "contact_client".into());
@@ -388,7 +415,10 @@ pub async fn contact(db: &Db, ctx: &Ctx, kind: &str, id: Uuid, template: Option<
         )));
     }
     let Some(subject) = it.subject.clone() else {
-        return Err(DomainError::GuardFailed { guard: "client_subject", message: "the item has no subject with a client".into() });
+        return Err(DomainError::GuardFailed {
+            guard: "client_subject",
+            message: "the item has no subject with a client".into(),
+        });
     };
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
@@ -398,12 +428,22 @@ pub async fn contact(db: &Db, ctx: &Ctx, kind: &str, id: Uuid, template: Option<
         start_at: Option<DateTime<Utc>>,
     }
     let client = match subject.kind.as_str() {
-        "booking" => q_opt!(&mut conn, ClientRef, "SELECT client_id, start_at FROM bookings WHERE id = $1", subject.id)?,
-        "inquiry" => q_opt!(&mut conn, ClientRef, "SELECT client_id, requested_start AS start_at FROM inquiries WHERE id = $1", subject.id)?,
+        "booking" => {
+            q_opt!(&mut conn, ClientRef, "SELECT client_id, start_at FROM bookings WHERE id = $1", subject.id)?
+        }
+        "inquiry" => q_opt!(
+            &mut conn,
+            ClientRef,
+            "SELECT client_id, requested_start AS start_at FROM inquiries WHERE id = $1",
+            subject.id
+        )?,
         "client" => Some(ClientRef { client_id: subject.id, start_at: None }),
         _ => None,
     }
-    .ok_or_else(|| DomainError::GuardFailed { guard: "client_subject", message: "the item's subject has no client".into() })?;
+    .ok_or_else(|| DomainError::GuardFailed {
+        guard: "client_subject",
+        message: "the item's subject has no client".into(),
+    })?;
     let n = notifications::queue(
         &mut conn,
         ctx,
@@ -420,7 +460,11 @@ pub async fn contact(db: &Db, ctx: &Ctx, kind: &str, id: Uuid, template: Option<
     notes::insert(
         &mut conn,
         ctx,
-        NewNote { subject_type: subject.kind.clone(), subject_id: subject.id, text: format!("Contacted the client by {} ({})", n.channel, template) },
+        NewNote {
+            subject_type: subject.kind.clone(),
+            subject_id: subject.id,
+            text: format!("Contacted the client by {} ({})", n.channel, template),
+        },
     )
     .await?;
     tx.commit().await?;
@@ -441,9 +485,15 @@ pub async fn assign(db: &Db, ctx: &Ctx, kind: &str, id: Uuid, assign_to: Option<
         None | Some("") => None,
         Some("round_robin") => {
             let picked = assignment::round_robin(&mut db.acquire().await?.conn()).await?;
-            Some(picked.ok_or_else(|| DomainError::GuardFailed { guard: "operator_available", message: "no operator on duty has room for more work".into() })?)
+            Some(picked.ok_or_else(|| DomainError::GuardFailed {
+                guard: "operator_available",
+                message: "no operator on duty has room for more work".into(),
+            })?)
         }
-        Some(id) => Some(Uuid::parse_str(id).map_err(|_| DomainError::invalid("assignee must be a user id, \"round_robin\" or null"))?),
+        Some(id) => Some(
+            Uuid::parse_str(id)
+                .map_err(|_| DomainError::invalid("assignee must be a user id, \"round_robin\" or null"))?,
+        ),
     };
     match kind {
         "task" => {
@@ -482,8 +532,25 @@ pub async fn acknowledge(db: &Db, ctx: &Ctx, kind: &str, id: Uuid) -> DomainResu
     if n == 0 {
         return Err(DomainError::VersionConflict { entity: "task", current_version: None });
     }
-    emit(&mut conn, ctx, "task.acknowledged", "task", id, json!({"task_id": id, "type": before.kind, "assignee_id": before.assignee_id})).await?;
-    write_audit(&mut conn, ctx, "task.acknowledged", "task", Some(id.to_string()), None, Some(json!({"acknowledged_at": at}))).await?;
+    emit(
+        &mut conn,
+        ctx,
+        "task.acknowledged",
+        "task",
+        id,
+        json!({"task_id": id, "type": before.kind, "assignee_id": before.assignee_id}),
+    )
+    .await?;
+    write_audit(
+        &mut conn,
+        ctx,
+        "task.acknowledged",
+        "task",
+        Some(id.to_string()),
+        None,
+        Some(json!({"acknowledged_at": at})),
+    )
+    .await?;
     tx.commit().await?;
     reload(db, kind, id).await
 }

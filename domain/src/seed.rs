@@ -57,7 +57,6 @@ pub async fn sync_policy(db: &Db) -> DomainResult<()> {
     Ok(())
 }
 
-
 /// Seeds the demo data when absent; returns whether it wrote anything.
 pub async fn seed_demo(db: &Db) -> DomainResult<bool> {
     sync_policy(db).await?;

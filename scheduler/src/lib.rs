@@ -17,20 +17,36 @@ use virel_workers::{Job as WJob, JobKind, Queues};
 pub const LEASE: &str = "scheduler";
 const LEASE_TTL_SECS: i64 = 15;
 
-/// A named cron schedule and the work of one tick.
+/// A named cron schedule (six fields, seconds first).
 pub struct Job {
     pub name: &'static str,
-    pub cron: &'static str,
+    pub cron: String,
 }
 
-pub const JOBS: &[Job] =
-    &[Job { name: "retention", cron: "0 */10 * * * *" }, Job { name: "delayed_actions", cron: "*/5 * * * * *" }];
+/// The schedules. The SLA sweep and the booking clock run every `VIREL_SLA_SWEEP_SECS`
+/// seconds (default 30).
+pub fn jobs() -> Vec<Job> {
+    let secs: u32 =
+        std::env::var("VIREL_SLA_SWEEP_SECS").ok().and_then(|v| v.parse().ok()).filter(|s| *s > 0).unwrap_or(30);
+    let every = if secs < 60 && 60 % secs == 0 { format!("*/{secs} * * * * *") } else { "0 * * * * *".to_string() };
+    vec![
+        Job { name: "retention", cron: "0 */10 * * * *".into() },
+        Job { name: "delayed_actions", cron: "*/5 * * * * *".into() },
+        Job { name: "sla_sweep", cron: every.clone() },
+        Job { name: "booking_clock", cron: every },
+    ]
+}
 
 /// One tick's work. Only enqueueing: the workers do the rest.
 async fn run_job(db: &Db, queues: &Queues, name: &str) -> DomainResult<()> {
     match name {
-        "retention" => {
-            let job = WJob::new(JobKind::Retention);
+        "retention" | "sla_sweep" | "booking_clock" => {
+            let kind = match name {
+                "retention" => JobKind::Retention,
+                "sla_sweep" => JobKind::SlaSweep,
+                _ => JobKind::BookingClock,
+            };
+            let job = WJob::new(kind);
             queues.push(job.kind.queue(), job, None).await?;
         }
         "delayed_actions" => {
@@ -50,9 +66,10 @@ async fn run_job(db: &Db, queues: &Queues, name: &str) -> DomainResult<()> {
 /// Runs until `stop` turns true. Standby while another process holds the lease.
 pub async fn run(db: Db, queues: Queues, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let holder = format!("{}:{}", hostname(), uuid::Uuid::now_v7());
-    let schedules: Vec<(&Job, Schedule)> = JOBS
+    let jobs = jobs();
+    let schedules: Vec<(&Job, Schedule)> = jobs
         .iter()
-        .map(|j| Schedule::from_str(j.cron).map(|s| (j, s)).map_err(|e| anyhow::anyhow!("bad cron {}: {e}", j.cron)))
+        .map(|j| Schedule::from_str(&j.cron).map(|s| (j, s)).map_err(|e| anyhow::anyhow!("bad cron {}: {e}", j.cron)))
         .collect::<Result<_, _>>()?;
     let mut next: Vec<Option<DateTime<Utc>>> = schedules.iter().map(|(_, s)| s.upcoming(Utc).next()).collect();
     let mut leading = false;
@@ -114,8 +131,8 @@ mod tests {
 
     #[test]
     fn every_schedule_parses_and_fires_soon_enough() {
-        for j in JOBS {
-            let s = Schedule::from_str(j.cron).unwrap();
+        for j in jobs() {
+            let s = Schedule::from_str(&j.cron).unwrap();
             let next = s.upcoming(Utc).next().unwrap();
             assert!(next > Utc::now() && next < Utc::now() + Duration::minutes(11), "{} -> {next}", j.name);
         }

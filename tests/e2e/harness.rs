@@ -240,8 +240,10 @@ impl TestApp {
     async fn serve(engine: Engine, db: Db, guard: Guard, queues: Option<virel_workers::Queues>) -> TestApp {
         let mut state = virel_api::AppState::new(db.clone(), b"test-secret-test-secret-test-secret!");
         if let Some(q) = queues {
+            state.live_redis = q.live_channel();
             state.queues = Some(std::sync::Arc::new(q));
         }
+
         let state = state.shared();
         let acceptor =
             poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0")).await.unwrap();

@@ -5,6 +5,7 @@ mod harness;
 
 mod fixtures;
 
+mod admin_pages;
 mod auth;
 mod automation;
 mod bad_input;

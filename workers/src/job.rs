@@ -29,6 +29,10 @@ pub enum JobKind {
     DelayedAction { execution_id: Uuid },
     /// Housekeeping: purge what is past keeping.
     Retention,
+    /// SLA: at-risk warnings and one escalation level per overdue task.
+    SlaSweep,
+    /// Bookings starting soon, and the safety checks at their start and end.
+    BookingClock,
     /// A job for a handler registered by name (extensions, diagnostics).
     Custom {
         name: String,
@@ -44,6 +48,8 @@ impl JobKind {
             JobKind::Event { .. } => "event",
             JobKind::DelayedAction { .. } => "delayed_action",
             JobKind::Retention => "retention",
+            JobKind::SlaSweep => "sla_sweep",
+            JobKind::BookingClock => "booking_clock",
             JobKind::Custom { name, .. } => name,
         }
     }
@@ -51,6 +57,8 @@ impl JobKind {
     pub fn queue(&self) -> &'static str {
         match self {
             JobKind::Event { event_type, .. } if is_critical(event_type) => "critical",
+            JobKind::SlaSweep | JobKind::BookingClock => "critical",
+
             JobKind::Event { .. } | JobKind::DelayedAction { .. } | JobKind::Custom { .. } => "ops",
             JobKind::Retention => "heavy",
         }

@@ -35,7 +35,7 @@ impl Default for Liveness {
 
 #[derive(Clone)]
 pub enum Queues {
-    Redis { conn: ConnectionManager, storages: HashMap<&'static str, RedisStorage<Job>> },
+    Redis { conn: ConnectionManager, url: String, prefix: String, storages: HashMap<&'static str, RedisStorage<Job>> },
     Sqlite { pool: SqlitePool, storages: HashMap<&'static str, SqliteStorage<Job>> },
 }
 
@@ -63,7 +63,7 @@ impl Queues {
             .into_iter()
             .map(|q| (q, RedisStorage::new(conn.clone()).with_config(redis_config(prefix, q, l))))
             .collect();
-        Ok(Queues::Redis { conn, storages })
+        Ok(Queues::Redis { conn, url: url.to_string(), prefix: prefix.to_string(), storages })
     }
 
     /// SQLite queues in their own file (apalis sets its own pragmas on the pool it is given).
@@ -106,11 +106,30 @@ impl Queues {
         }
     }
 
+    /// The Redis channel that carries live changes between processes, and its URL.
+    pub fn live_channel(&self) -> Option<(String, String)> {
+        match self {
+            Queues::Redis { url, prefix, .. } => Some((url.clone(), format!("{prefix}:live"))),
+            Queues::Sqlite { .. } => None,
+        }
+    }
+
+    /// Publishes relayed changes to the other processes (Redis); in-process views already have them.
+    pub async fn publish_live(&self, changes: &[virel_domain::outbox::Change]) -> DomainResult<()> {
+        if let (Queues::Redis { conn, .. }, Some((_, channel))) = (self, self.live_channel())
+            && !changes.is_empty()
+        {
+            let msg = serde_json::to_string(changes).map_err(|e| DomainError::Internal(e.to_string()))?;
+            let _: i64 = conn.clone().publish(channel, msg).await.map_err(|e| unavailable("Redis publish", e))?;
+        }
+        Ok(())
+    }
+
     /// Forgets finished jobs older than `age` (their payloads, results and ids): the queue keeps
     /// what is pending, running or scheduled; outcomes live in the database's counters.
     pub async fn vacuum(&self, age: Duration) -> DomainResult<u64> {
         match self {
-            Queues::Redis { conn, storages } => {
+            Queues::Redis { conn, storages, .. } => {
                 let mut n = 0u64;
                 for s in storages.values() {
                     let mut s = s.clone();
@@ -134,7 +153,7 @@ impl Queues {
 
     async fn live_numbers(&self, queue: &'static str) -> DomainResult<LiveQueue> {
         match self {
-            Queues::Redis { conn, storages } => {
+            Queues::Redis { conn, storages, .. } => {
                 let cfg = storages.get(queue).ok_or(DomainError::NotFound { entity: "queue" })?.get_config().clone();
                 let mut c = conn.clone();
                 let err = |e: redis::RedisError| unavailable("Redis", e);

@@ -54,5 +54,11 @@ pub async fn relay_once(rt: &Runtime) -> virel_domain::DomainResult<usize> {
         let queue = job.kind.queue();
         rt.queues.push(queue, job, None).await?;
     }
-    batch.commit().await
+    let changes = batch.commit().await?;
+    // Live views in other processes hear of the changes through Redis; a lost message costs
+    // only freshness (a reconnecting view gets a snapshot), never data.
+    if let Err(e) = rt.queues.publish_live(&changes).await {
+        tracing::warn!(error = %e, "cannot publish live changes");
+    }
+    Ok(changes.len())
 }

@@ -88,6 +88,20 @@ impl Runtime {
                 automation::run_delayed(&self.db, *execution_id).await?;
                 Ok(())
             }
+            JobKind::SlaSweep => {
+                let out = virel_domain::sla::sweep(&self.db).await?;
+                if out.warned > 0 || out.escalated.iter().any(|n| *n > 0) {
+                    tracing::info!(?out, "SLA sweep");
+                }
+                Ok(())
+            }
+            JobKind::BookingClock => {
+                let out = virel_domain::sla::booking_clock(&self.db).await?;
+                if out.starting_soon > 0 || out.safety_checks > 0 {
+                    tracing::info!(?out, "booking clock");
+                }
+                Ok(())
+            }
             JobKind::Retention => {
                 maintenance::purge_expired(&self.db, &Ctx::system()).await?;
                 let n = self.queues.vacuum(Duration::from_secs(3600)).await?;

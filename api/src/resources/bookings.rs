@@ -129,7 +129,15 @@ impl Api {
         Ok(Json(self.out(&auth, row).await?))
     }
 
+    /// The client confirmed the booking on the day (the no-show-risk rule reads it).
+    #[oai(path = "/bookings/:id/client-confirmed", method = "post")]
+    async fn client_confirmed(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<BookingOut>> {
+        let row = virel_domain::sla::client_confirmed(&self.state.db, &auth.0, id.0).await?;
+        Ok(Json(self.out(&auth, row).await?))
+    }
+
     /// Everything that happened to the booking: its events and notes.
+
     #[oai(path = "/bookings/:id/timeline", method = "get")]
     async fn timeline(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Timeline>> {
         let t = events::booking_timeline(&self.state.db, &auth.0, id.0).await?;

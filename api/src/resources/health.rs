@@ -10,7 +10,6 @@ use virel_domain::commands::{maintenance, notifications};
 
 use crate::{ApiTags, AppState};
 
-
 pub struct Api {
     pub state: Arc<AppState>,
 }

@@ -1,5 +1,6 @@
 //! One module per resource of `/api/v1`.
 
+pub mod action_center;
 mod audit;
 mod automation;
 mod bookings;
@@ -9,6 +10,7 @@ mod health;
 mod inquiries;
 mod models;
 mod notes;
+mod sla;
 pub mod system;
 mod tasks;
 mod users;
@@ -41,6 +43,7 @@ pub fn apis(state: Arc<AppState>) -> impl poem_openapi::OpenApi {
             system::Api { state: s() },
             health::Api { state: s() },
         ),
+        (action_center::Api { state: s() }, sla::Api { state: s() }),
     )
 }
 

@@ -83,7 +83,14 @@ pub struct Message<'a> {
 }
 
 /// Records a notification about an event's subject and announces it for sending.
-pub async fn queue_in(tx: &mut Tx, ctx: &Ctx, channel: &str, to: &str, template: &str, event: &DomainEvent) -> DomainResult<Notification> {
+pub async fn queue_in(
+    tx: &mut Tx,
+    ctx: &Ctx,
+    channel: &str,
+    to: &str,
+    template: &str,
+    event: &DomainEvent,
+) -> DomainResult<Notification> {
     let p = &event.payload.0;
     let vars = json!({
         "start_at": p.get("start_at").cloned().unwrap_or(Value::Null),
