@@ -23,11 +23,13 @@ pub struct Job {
     pub cron: String,
 }
 
-/// The schedules. The SLA sweep and the booking clock run every `VIREL_SLA_SWEEP_SECS`
-/// seconds (default 30).
-pub fn jobs() -> Vec<Job> {
-    let secs: u32 =
-        std::env::var("VIREL_SLA_SWEEP_SECS").ok().and_then(|v| v.parse().ok()).filter(|s| *s > 0).unwrap_or(30);
+/// How often the SLA sweep and the booking clock run: `VIREL_SLA_SWEEP_SECS` (default 30).
+pub fn sweep_secs_from_env() -> u32 {
+    std::env::var("VIREL_SLA_SWEEP_SECS").ok().and_then(|v| v.parse().ok()).filter(|s| *s > 0).unwrap_or(30)
+}
+
+/// The schedules; the SLA sweep and the booking clock run every `secs` seconds.
+pub fn jobs(secs: u32) -> Vec<Job> {
     let every = if secs < 60 && 60 % secs == 0 { format!("*/{secs} * * * * *") } else { "0 * * * * *".to_string() };
     vec![
         Job { name: "retention", cron: "0 */10 * * * *".into() },
@@ -64,9 +66,14 @@ async fn run_job(db: &Db, queues: &Queues, name: &str) -> DomainResult<()> {
 }
 
 /// Runs until `stop` turns true. Standby while another process holds the lease.
-pub async fn run(db: Db, queues: Queues, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(db: Db, queues: Queues, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    run_every(db, queues, sweep_secs_from_env(), stop).await
+}
+
+/// Like `run`, with the sweep interval given.
+pub async fn run_every(db: Db, queues: Queues, sweep_secs: u32, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let holder = format!("{}:{}", hostname(), uuid::Uuid::now_v7());
-    let jobs = jobs();
+    let jobs = jobs(sweep_secs);
     let schedules: Vec<(&Job, Schedule)> = jobs
         .iter()
         .map(|j| Schedule::from_str(&j.cron).map(|s| (j, s)).map_err(|e| anyhow::anyhow!("bad cron {}: {e}", j.cron)))
@@ -131,7 +138,7 @@ mod tests {
 
     #[test]
     fn every_schedule_parses_and_fires_soon_enough() {
-        for j in jobs() {
+        for j in jobs(30) {
             let s = Schedule::from_str(&j.cron).unwrap();
             let next = s.upcoming(Utc).next().unwrap();
             assert!(next > Utc::now() && next < Utc::now() + Duration::minutes(11), "{} -> {next}", j.name);

@@ -373,6 +373,7 @@ fn failing_once(calls: Arc<Mutex<usize>>) -> WorkerOptions {
         },
         handlers: vec![("page_always_fails".into(), handler)],
         scheduler: false,
+        ..Default::default()
     }
 }
 

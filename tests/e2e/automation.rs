@@ -120,6 +120,7 @@ fn failing_options(calls: Arc<Mutex<Vec<Instant>>>) -> WorkerOptions {
         retry: virel_workers::RetryPolicy { attempts_default: 4, base: Duration::from_secs(1), ..Default::default() },
         handlers: vec![("always_fails".into(), handler)],
         scheduler: false,
+        ..Default::default()
     }
 }
 

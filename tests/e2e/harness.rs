@@ -65,11 +65,20 @@ pub struct WorkerOptions {
     pub retry: virel_workers::RetryPolicy,
     pub handlers: Vec<(String, virel_workers::CustomHandler)>,
     pub scheduler: bool,
+    /// Schedulers to run (two prove the lease); the SLA sweep interval in seconds.
+    pub schedulers: usize,
+    pub sweep_secs: u32,
 }
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        WorkerOptions { retry: virel_workers::RetryPolicy::default(), handlers: vec![], scheduler: true }
+        WorkerOptions {
+            retry: virel_workers::RetryPolicy::default(),
+            handlers: vec![],
+            scheduler: true,
+            schedulers: 1,
+            sweep_secs: 30,
+        }
     }
 }
 
@@ -205,12 +214,13 @@ impl TestApp {
                 let _ = virel_workers::run(rt, cfg, stop).await;
             }));
         }
-        if opts.scheduler {
-            let (db, q, stop) = (db.clone(), queues.clone(), stop_rx.clone());
+        for _ in 0..if opts.scheduler { opts.schedulers.max(1) } else { 0 } {
+            let (db, q, stop, secs) = (db.clone(), queues.clone(), stop_rx.clone(), opts.sweep_secs);
             background.push(tokio::spawn(async move {
-                let _ = virel_scheduler::run(db, q, stop).await;
+                let _ = virel_scheduler::run_every(db, q, secs, stop).await;
             }));
         }
+
         let mut app = Self::serve(engine, db, guard.0, Some(queues.clone())).await;
         app.queues = Some(queues);
         app.runtime = Some(rt);

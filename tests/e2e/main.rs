@@ -5,6 +5,7 @@ mod harness;
 
 mod fixtures;
 
+mod action_center;
 mod admin_pages;
 mod auth;
 mod automation;
