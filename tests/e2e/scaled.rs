@@ -4,6 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::process::{Child, Command};
@@ -35,12 +36,21 @@ async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     tokio::time::timeout(Duration::from_secs(40), child.wait()).await.expect("exits after SIGTERM").unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_thousand_inquiries_survive_two_worker_kills() {
+/// A scaled deployment on a fresh PostgreSQL database and Redis prefix: the environment of
+/// its processes, the API's base URL, and a client attached to it.
+struct Deployment {
+    procs: Procs,
+    base: String,
+    app: TestApp,
+    _redis: RedisGuard,
+    _db: crate::harness::GuardHandle,
+}
+
+async fn deployment() -> Deployment {
     crate::harness::init_tracing();
     let (db, guard) = fresh_db(Engine::Postgres).await;
     let prefix = format!("virel-test-{}", uuid::Uuid::now_v7().simple());
-    let _redis = RedisGuard { url: redis_url(), prefix: prefix.clone() };
+    let redis = RedisGuard { url: redis_url(), prefix: prefix.clone() };
     let port = free_port();
     let procs = Procs {
         env: vec![
@@ -51,19 +61,87 @@ async fn two_thousand_inquiries_survive_two_worker_kills() {
             ("VIREL_BIND".into(), format!("127.0.0.1:{port}")),
             ("VIREL_HEARTBEAT_MS".into(), "1000".into()),
             ("VIREL_MISSED_HEARTBEATS".into(), "3".into()),
+            ("VIREL_SLA_SWEEP_SECS".into(), "1".into()),
             ("RUST_LOG".into(), std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into())),
         ],
     };
-    let _api = procs.spawn("api");
-    let mut workers = procs.spawn("workers");
-    let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}/api/v1");
+    let app = TestApp::attach(base.clone(), db, Engine::Postgres);
+    Deployment { procs, base, app, _redis: redis, _db: guard }
+}
+
+async fn wait_healthy(base: &str) {
+    let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while http.get(format!("{base}/health")).send().await.map(|r| r.status() != StatusCode::OK).unwrap_or(true) {
         assert!(Instant::now() < deadline, "the api process came up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let app = TestApp::attach(base.clone(), db.clone(), Engine::Postgres);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_from_the_api_and_from_a_worker_process_reach_a_websocket_within_a_second() {
+    let d = deployment().await;
+    let _api = d.procs.spawn("api");
+    let _workers = d.procs.spawn("workers");
+    wait_healthy(&d.base).await;
+    let app = &d.app;
+    let admin = app.login("admin@virel.com").await;
+    app.settle(&admin).await;
+    let lukas = app.login("lukas@virel.com").await;
+    let (mut ws, _) = crate::action_center::connect(&d.base, &lukas).await;
+    // 1. A change through the API by another user.
+    let sent = Instant::now();
+    let t = app.ok(&admin, "/tasks", json!({"type": "follow_up", "title": "Made through the API"}), 201).await;
+    let id = t["id"].as_str().unwrap().to_string();
+    let (m, at) = crate::action_center::wait_for_item(&mut ws, &id, Duration::from_secs(3)).await.expect("pushed");
+    assert_eq!(m["type"], "item.upserted");
+    assert!(at - sent < Duration::from_secs(1), "API change pushed within a second: {:?}", at - sent);
+    // 2. A change made by a worker in another process: a rule's action creates the task.
+    app.ok(
+        &admin,
+        "/automation/rules",
+        json!({
+            "name": "Follow up phone inquiries",
+            "trigger": "inquiry.created",
+            "conditions": [{"field": "source", "operator": "equals", "value": "phone"}],
+            "actions": [{"type": "create_task", "params": {"type": "follow_up", "title": "Made by a worker"}}]
+        }),
+        201,
+    )
+    .await;
+    app.ok(
+        &admin,
+        "/inquiries",
+        json!({"source": "phone", "client": {"name": "Caller", "phone": "+447900000001"}}),
+        201,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (msg, arrived) = loop {
+        let m = crate::action_center::next_json(&mut ws, deadline - Instant::now())
+            .await
+            .expect("the worker's task is pushed");
+        if m["item"]["title"] == "Made by a worker" {
+            break (m, Utc::now());
+        }
+    };
+    assert_eq!(msg["type"], "item.upserted");
+    let created: chrono::DateTime<Utc> = msg["item"]["created_at"].as_str().unwrap().parse().unwrap();
+    let lag = arrived - created;
+    assert!(lag < chrono::Duration::seconds(1), "worker change pushed within a second of its commit: {lag:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_thousand_inquiries_survive_two_worker_kills() {
+    let d = deployment().await;
+    let procs = &d.procs;
+    let _api = procs.spawn("api");
+    let mut workers = procs.spawn("workers");
+    wait_healthy(&d.base).await;
+    let http = reqwest::Client::new();
+    let base = d.base.clone();
+    let app = &d.app;
     let admin = app.login("admin@virel.com").await;
     app.settle(&admin).await;
     app.ok(
