@@ -7,6 +7,7 @@ pub mod automation;
 pub mod commands;
 pub mod ctx;
 pub mod error;
+pub mod idempotency;
 pub mod jobs;
 pub mod machine;
 pub mod outbox;

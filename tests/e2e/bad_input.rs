@@ -607,3 +607,38 @@ both_engines!(a_client_sending_too_much_reads_the_413, async |app: TestApp| {
         }
     }
 });
+
+both_engines!(idempotency_keys_replay_and_refuse_reuse, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    let body = json!({"name": "Idem Potent", "phone": "+447700555001", "email": "idem@example.com"});
+    let send = async |key: &str, body: &Value| {
+        let r = app
+            .http
+            .post(format!("{}/clients", app.base))
+            .bearer_auth(&admin)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let replayed = r.headers().get("idempotent-replayed").is_some();
+        (r.status(), replayed, r.json::<Value>().await.unwrap())
+    };
+    let before = app.count("SELECT COUNT(*) AS n FROM clients").await;
+    let (s1, r1, b1) = send("key-1", &body).await;
+    assert_eq!(s1, reqwest::StatusCode::CREATED, "{b1}");
+    assert!(!r1);
+    let (s2, r2, b2) = send("key-1", &body).await;
+    assert_eq!(s2, reqwest::StatusCode::CREATED);
+    assert!(r2, "the second answer is a replay");
+    assert_eq!(b1["id"], b2["id"], "same answer, no second client");
+    assert_eq!(app.count("SELECT COUNT(*) AS n FROM clients").await, before + 1);
+    let mut other = body.clone();
+    other["name"] = json!("Someone Else");
+    let (s3, _, b3) = send("key-1", &other).await;
+    assert_eq!(s3, reqwest::StatusCode::UNPROCESSABLE_ENTITY, "{b3}");
+    assert_eq!(app.count("SELECT COUNT(*) AS n FROM clients").await, before + 1, "nothing written");
+    // A refused request (409 duplicate) is replayed too; a fresh key runs the work again.
+    let (s4, _, _) = send("key-2", &body).await;
+    assert_eq!(s4, reqwest::StatusCode::CONFLICT, "the same phone is a duplicate client");
+});
