@@ -207,3 +207,110 @@ async fn two_thousand_inquiries_survive_two_worker_kills() {
     let status = sigterm(&mut workers).await;
     assert!(status.success(), "workers exit cleanly on SIGTERM: {status:?}");
 }
+
+/// A Redis of this test's own, on a free port, that the test can stop and start again.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let mut r = OwnRedis { port, child: None };
+        r.restart();
+        r
+    }
+
+    fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by deploy/dev-services.sh)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "own redis came up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_succeed_while_redis_is_down_and_events_are_delivered_when_it_is_back() {
+    let mut d = deployment().await;
+    let port = free_port();
+    let mut redis = OwnRedis::start(port);
+    for (k, v) in d.procs.env.iter_mut() {
+        if k == "REDIS_URL" {
+            *v = format!("redis://127.0.0.1:{port}");
+        }
+    }
+    let _api = d.procs.spawn("api");
+    let _workers = d.procs.spawn("workers");
+    wait_healthy(&d.base).await;
+    let app = &d.app;
+    let admin = app.login("admin@virel.com").await;
+    app.settle(&admin).await;
+    app.ok(
+        &admin,
+        "/automation/rules",
+        json!({
+            "name": "Follow up phone inquiries",
+            "trigger": "inquiry.created",
+            "conditions": [{"field": "source", "operator": "equals", "value": "phone"}],
+            "actions": [{"type": "create_task", "params": {"type": "follow_up"}}]
+        }),
+        201,
+    )
+    .await;
+    let tasks =
+        || app.count("SELECT COUNT(*) AS n FROM tasks WHERE type = 'follow_up' AND created_by LIKE 'automation:%'");
+    let inquiry = async |n: u32| {
+        app.ok(
+            &admin,
+            "/inquiries",
+            json!({"source": "phone", "client": {"name": format!("Caller {n}"), "phone": format!("+4479100{n:05}")}}),
+            201,
+        )
+        .await;
+    };
+    for n in 0..3 {
+        inquiry(n).await;
+    }
+    assert!(app.eventually(10, || async { (tasks().await == 3).then_some(()) }).await.is_some());
+
+    redis.stop();
+    for n in 3..8 {
+        inquiry(n).await; // the write succeeds: its events wait in the outbox
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        app.count("SELECT COUNT(*) AS n FROM domain_events WHERE dispatched_at IS NULL").await > 0,
+        "events wait in the outbox"
+    );
+    assert_eq!(tasks().await, 3, "nothing runs while the queue is down");
+    let (s, health) = app.send(reqwest::Method::GET, None, "/health", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(health["checks"]["queue"]["status"], "down", "{health}");
+
+    redis.restart();
+    let delivered = app.eventually(60, || async { (tasks().await == 8).then_some(()) }).await;
+    assert!(delivered.is_some(), "delivered when Redis is back; have {}", tasks().await);
+    app.settle(&admin).await;
+    assert_eq!(tasks().await, 8, "and none doubled");
+}

@@ -177,24 +177,12 @@ macro_rules! register_pool {
     }};
 }
 
-pub async fn run_pools(rt: Arc<Runtime>, cfg: &WorkerConfig, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "virel".into());
-    // Unique per process: a restarted process must not be mistaken for its dead predecessor.
-    let instance = uuid::Uuid::now_v7().simple().to_string();
-    let mut monitor = Monitor::new().shutdown_timeout(Duration::from_secs(30));
-    for q in &cfg.queues {
+pub async fn run_pools(rt: Arc<Runtime>, cfg: &WorkerConfig, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut pools = tokio::task::JoinSet::new();
+    for q in cfg.queues.clone() {
         let n = cfg.concurrency.get(q).copied().unwrap_or(1);
-        let worker = format!("{q}-{host}-{}", &instance[20..]);
-        monitor = match &rt.queues {
-            Queues::Redis { storages, .. } => {
-                let s = storages.get(q).cloned().ok_or_else(|| anyhow::anyhow!("no queue {q}"))?;
-                register_pool!(monitor, s, worker, n, rt.clone(), cfg.liveness.poll)
-            }
-            Queues::Sqlite { storages, .. } => {
-                let s = storages.get(q).cloned().ok_or_else(|| anyhow::anyhow!("no queue {q}"))?;
-                register_pool!(monitor, s, worker, n, rt.clone(), cfg.liveness.poll)
-            }
-        };
+        let (rt, stop, poll) = (rt.clone(), stop.clone(), cfg.liveness.poll);
+        pools.spawn(supervise(rt, q, n, poll, stop));
     }
     tracing::info!(queues = ?cfg.queues, backend = rt.queues_name(), "worker pools started");
     let flusher = {
@@ -212,15 +200,78 @@ pub async fn run_pools(rt: Arc<Runtime>, cfg: &WorkerConfig, mut stop: watch::Re
             }
         })
     };
-    let signal = async move {
-        let _ = stop.wait_for(|s| *s).await;
-        Ok(())
-    };
-    let res = monitor.run_with_signal(signal).await;
+    let mut result = Ok(());
+    while let Some(r) = pools.join_next().await {
+        if let Ok(Err(e)) = r {
+            result = Err(e);
+        }
+    }
     let _ = flusher.await;
     rt.flush_counts().await;
     tracing::info!("worker pools stopped");
-    res.map_err(|e| anyhow::anyhow!("worker pools: {e}"))
+    result
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Runs one queue's pool until `stop`; when the backend fails under it (Redis restarted or
+/// unreachable), starts it again under a new worker name after a growing pause (1 s up to
+/// 15 s). The jobs the failed worker held come back through the backend's orphan recovery.
+async fn supervise(
+    rt: Arc<Runtime>,
+    q: &'static str,
+    n: usize,
+    poll: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "virel".into());
+    let mut pause = Duration::from_secs(1);
+    loop {
+        // Unique per start: a restarted worker must not be mistaken for its dead predecessor.
+        let instance = uuid::Uuid::now_v7().simple().to_string();
+        let worker = format!("{q}-{host}-{}", &instance[20..]);
+        let monitor = Monitor::new().shutdown_timeout(Duration::from_secs(30));
+        let monitor = match &rt.queues {
+            Queues::Redis { storages, .. } => {
+                let s = storages.get(q).cloned().ok_or_else(|| anyhow::anyhow!("no queue {q}"))?;
+                register_pool!(monitor, s, worker, n, rt.clone(), poll)
+            }
+            Queues::Sqlite { storages, .. } => {
+                let s = storages.get(q).cloned().ok_or_else(|| anyhow::anyhow!("no queue {q}"))?;
+                register_pool!(monitor, s, worker, n, rt.clone(), poll)
+            }
+        };
+        // `run` returns when the worker ends (a backend failure) as well as after a shutdown,
+        // unlike `run_with_signal`, which would also wait for the signal.
+        let ctx = monitor.context();
+        let run = monitor.run();
+        tokio::pin!(run);
+        let started = std::time::Instant::now();
+        let res = tokio::select! {
+            r = &mut run => r,
+            _ = stopped(stop.clone()) => {
+                let _ = ctx.shutdown();
+                return match tokio::time::timeout(Duration::from_secs(35), run).await {
+                    Ok(r) => r.map_err(|e| anyhow::anyhow!("{q} pool: {e}")),
+                    Err(_) => Err(anyhow::anyhow!("{q} pool: jobs still running after 35 s; they return to the queue")),
+                };
+            }
+        };
+        if *stop.borrow() {
+            return res.map_err(|e| anyhow::anyhow!("{q} pool: {e}"));
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            pause = Duration::from_secs(1);
+        }
+        tracing::warn!(queue = q, error = ?res.err(), ?pause, "worker pool stopped unexpectedly; restarting");
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            changed = stop.changed() => if changed.is_err() || *stop.borrow() { return Ok(()) },
+        }
+        pause = (pause * 2).min(Duration::from_secs(15));
+    }
 }
 
 impl Runtime {
