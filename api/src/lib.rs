@@ -283,7 +283,6 @@ async fn idempotency<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Res
 }
 
 /// Refuses bodies over `MAX_BODY_BYTES` (413), whether or not they declare their length.
-
 async fn body_limit<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
     let declared =
         req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());

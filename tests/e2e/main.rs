@@ -6,6 +6,7 @@ mod harness;
 mod fixtures;
 
 mod action_center;
+mod action_center_page;
 mod admin_pages;
 mod auth;
 mod automation;

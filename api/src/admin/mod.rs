@@ -8,6 +8,7 @@
 //! - `queues`: the queue dashboard and the retry of dead jobs.
 //! - `html`: escaping and the shared layout.
 
+pub mod action_center;
 pub mod html;
 pub mod queues;
 pub mod session;
