@@ -1,5 +1,5 @@
 //! Server-rendered HTML for the operator pages: escaping, the shared layout and the plain
-//! pages (403, errors). No framework, no external assets, no JavaScript.
+//! pages (403, errors). No framework, no external assets.
 
 use poem::Response;
 use poem::http::StatusCode;
@@ -108,8 +108,8 @@ pub fn layout(user: &User, nav: Nav, title: &str, head: &str, main: &str) -> Str
     document(title, head, &body)
 }
 
-/// An HTML answer. Pages of this module run no script at all, and the policy says so: even a
-/// rendering mistake could not run injected code.
+/// An HTML answer for a page without script, and a policy that forbids any: even a rendering
+/// mistake could not run injected code. (The Action Center allows its one script by hash.)
 pub fn respond(status: StatusCode, html: String) -> Response {
     Response::builder()
         .status(status)

@@ -1,5 +1,6 @@
 //! The operator pages under `/admin`, served by the API process: server-rendered HTML with
-//! inline CSS, no framework, no external assets, usable without JavaScript.
+//! inline CSS, no framework, no external assets. The queue dashboard works without JavaScript;
+//! the Action Center carries one small inline script (allowed by its hash) for live updates.
 //!
 //! - `session`: the cookie session (login, logout) and `page_guard`, which every page but the
 //!   login wraps itself in: `.at("/admin/x", get(page).around(admin::page_guard))`; the
