@@ -15,5 +15,6 @@ mod browser;
 mod concurrency;
 mod scaled;
 mod security;
+mod sla_and_quick_actions;
 mod smoke;
 mod transitions;
