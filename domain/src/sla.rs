@@ -94,12 +94,7 @@ impl Calendar {
         let mut left = Duration::minutes(minutes.max(0));
         let mut day = start.with_timezone(&tz).date_naive();
         for _ in 0..800 {
-            let windows = self.weekly.get(day_key(day.weekday())).cloned().unwrap_or_default();
-            for (a, b) in windows {
-                let (Ok(a), Ok(b)) = (NaiveTime::parse_from_str(&a, "%H:%M"), NaiveTime::parse_from_str(&b, "%H:%M"))
-                else {
-                    continue;
-                };
+            for (a, b) in self.day_windows(day.weekday()) {
                 let (Some(open), Some(close)) = (
                     tz.from_local_datetime(&day.and_time(a)).earliest(),
                     tz.from_local_datetime(&day.and_time(b)).latest(),
@@ -120,6 +115,40 @@ impl Calendar {
             day = day.succ_opt().unwrap_or(day);
         }
         start + Duration::minutes(minutes)
+    }
+}
+
+impl Calendar {
+    /// A day's working windows in order, overlapping ones merged, so each minute counts once
+    /// however the windows were written.
+    fn day_windows(&self, w: Weekday) -> Vec<(NaiveTime, NaiveTime)> {
+        let mut ws: Vec<(NaiveTime, NaiveTime)> = self
+            .weekly
+            .get(day_key(w))
+            .into_iter()
+            .flatten()
+            .filter_map(|(a, b)| {
+                Some((NaiveTime::parse_from_str(a, "%H:%M").ok()?, NaiveTime::parse_from_str(b, "%H:%M").ok()?))
+            })
+            .filter(|(a, b)| b > a)
+            .collect();
+        ws.sort();
+        let mut merged: Vec<(NaiveTime, NaiveTime)> = Vec::new();
+        for (a, b) in ws {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        merged
+    }
+
+    /// The calendar date of `t` in the calendar's time zone.
+    pub fn local_date(&self, t: DateTime<Utc>) -> chrono::NaiveDate {
+        match self.timezone.parse::<chrono_tz::Tz>() {
+            Ok(tz) => t.with_timezone(&tz).date_naive(),
+            Err(_) => t.date_naive(),
+        }
     }
 }
 
@@ -304,10 +333,13 @@ pub async fn pause_for_subject(
                 t.id
             )?
         } else if let (Some(since), Some(due)) = (t.paused_at, t.due_at) {
+            // The whole window moves, so the at-risk share is measured on the same window.
             q_exec!(
                 conn,
-                "UPDATE tasks SET paused_at = NULL, due_at = $1, updated_at = $2, version = version + 1 WHERE id = $3 AND paused_at IS NOT NULL",
+                "UPDATE tasks SET paused_at = NULL, due_at = $1, sla_started_at = $2, updated_at = $3, version = version + 1
+                 WHERE id = $4 AND paused_at IS NOT NULL",
                 due + (at - since),
+                t.sla_started_at.unwrap_or(t.created_at) + (at - since),
                 at,
                 t.id
             )?
@@ -585,7 +617,11 @@ pub async fn booking_clock(db: &Db) -> DomainResult<ClockOutcome> {
         )? == 1
         {
             let bk = crate::commands::bookings::load(&mut conn, b.id).await?;
-            let confirmed_today = bk.client_confirmed_at.is_some_and(|c| c.date_naive() == bk.start_at.date_naive());
+            // "On the day" in the agency's time zone.
+            let cal = Calendar::default();
+            let confirmed_today =
+                bk.client_confirmed_at.is_some_and(|c| cal.local_date(c) == cal.local_date(bk.start_at));
+
             emit(
                 &mut conn,
                 &ctx,

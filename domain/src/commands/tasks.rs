@@ -90,15 +90,23 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> DomainResult<
     let id = new_id();
     let at = now();
     // No deadline given: the SLA policy of its type sets one.
+    let policy = crate::sla::policy_for(conn, "task", &t.kind).await?;
     let due_at = match t.due_at {
         Some(d) => Some(d),
-        None => crate::sla::policy_for(conn, "task", &t.kind).await?.map(|p| crate::sla::deadline(&p, at)),
+        None => policy.as_ref().map(|p| crate::sla::deadline(p, at)),
+    };
+    // A task about an inquiry that already waits on the client starts with its clock stopped.
+    let paused_at = match (&t.subject_type, t.subject_id, &policy) {
+        (Some(st), Some(sid), Some(p)) if st == "inquiry" && p.pause_on_awaiting_client => {
+            super::inquiries::load(conn, sid).await.ok().filter(|i| i.status == "awaiting_client").map(|_| at)
+        }
+        _ => None,
     };
     q_exec!(
         conn,
         "INSERT INTO tasks (id, type, title, priority, status, assignee_id, subject_type, subject_id, due_at, created_by,
-             created_at, updated_at, sla_started_at)
-         VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $10, $10, $10)",
+             created_at, updated_at, sla_started_at, paused_at)
+         VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8, $9, $10, $10, $10, $11)",
         id,
         t.kind.clone(),
         title,
@@ -108,7 +116,8 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> DomainResult<
         t.subject_id,
         due_at,
         ctx.actor.label(),
-        at
+        at,
+        paused_at
     )?;
 
     let row = load(conn, id).await?;
