@@ -352,6 +352,51 @@ pub async fn pause_for_subject(
                 .await?;
         }
     }
+    let open_exceptions = q_all!(
+        conn,
+        Exception,
+        "SELECT * FROM exceptions WHERE subject_type = $1 AND subject_id = $2 AND status IN ('open', 'acknowledged')",
+        subject_type,
+        subject_id
+    )?;
+    for e in open_exceptions {
+        let Some(p) = policy_for(conn, "exception", &e.kind).await? else { continue };
+        if !p.pause_on_awaiting_client {
+            continue;
+        }
+        let changed = if paused {
+            q_exec!(
+                conn,
+                "UPDATE exceptions SET paused_at = $1, updated_at = $1, version = version + 1 WHERE id = $2 AND paused_at IS NULL",
+                at,
+                e.id
+            )?
+        } else if let (Some(since), Some(due)) = (e.paused_at, e.due_at) {
+            q_exec!(
+                conn,
+                "UPDATE exceptions SET paused_at = NULL, due_at = $1, sla_started_at = $2, updated_at = $3, version = version + 1
+                 WHERE id = $4 AND paused_at IS NOT NULL",
+                due + (at - since),
+                e.sla_started_at.unwrap_or(e.created_at) + (at - since),
+                at,
+                e.id
+            )?
+        } else {
+            0
+        };
+        if changed > 0 {
+            let kind = if paused { "exception.sla_paused" } else { "exception.sla_resumed" };
+            emit(
+                conn,
+                ctx,
+                kind,
+                "exception",
+                e.id,
+                json!({"exception_id": e.id, "type": e.kind, "assignee_id": e.assignee_id}),
+            )
+            .await?;
+        }
+    }
     Ok(())
 }
 

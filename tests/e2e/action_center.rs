@@ -202,3 +202,28 @@ async fn each_escalation_level_fires_once_with_two_schedulers() {
     );
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+both_engines!(exceptions_about_an_inquiry_waiting_on_the_client_pause_too, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    let inq = crate::fixtures::inquiry(&app, &admin, "phone").await;
+    let id = inq["id"].as_str().unwrap();
+    let e = app
+        .ok(
+            &admin,
+            "/exceptions",
+            json!({"type": "no_show_risk", "severity": "high", "subject_type": "inquiry", "subject_id": id}),
+            201,
+        )
+        .await;
+    let eid = e["id"].as_str().unwrap().to_string();
+    let paused = async || {
+        let (_, l) = app.get(&admin, "/action-center?kind=exception").await;
+        l["items"].as_array().unwrap().iter().find(|i| i["id"] == eid.as_str()).unwrap()["sla_paused"].clone()
+    };
+    assert_eq!(paused().await, false);
+    app.ok(&admin, &format!("/inquiries/{id}/status"), json!({"status": "qualified"}), 200).await;
+    app.ok(&admin, &format!("/inquiries/{id}/status"), json!({"status": "awaiting_client"}), 200).await;
+    assert_eq!(paused().await, true, "the clock stops while the client is awaited");
+    app.ok(&admin, &format!("/inquiries/{id}/status"), json!({"status": "awaiting_deposit"}), 200).await;
+    assert_eq!(paused().await, false, "and runs again after");
+});
