@@ -10,9 +10,11 @@
 //! Each mode seeds the demo data, starts the worker pools in this process with the default
 //! configuration, adds the rule "inquiry.created, source = phone → create_task follow_up",
 //! then creates `BENCH_N` (2000) phone inquiries through the domain command from
-//! `BENCH_CONCURRENCY` (16) tasks. Latency is the follow-up task's `created_at` (written by the
-//! worker in the action's transaction) minus the instant the inquiry's create call returned
-//! (its commit). Throughput is N over the time from the first commit to the last task.
+//! `BENCH_CONCURRENCY` (16) tasks, as fast as they go or at `BENCH_RATE` per second.
+//! Latency is the follow-up task's `created_at` (written by the worker in the action's
+//! transaction) minus the instant the inquiry's create call returned (its commit).
+//! Throughput is N over the time from the first commit to the last task. A warm-up of
+//! `BENCH_WARMUP` (100) inquiries runs first and is not counted.
 //! The report goes to stdout and to `target/bench-pipeline.json`. Everything the benchmark
 //! creates (database, temporary folder, Redis keys under its prefix) is removed at the end,
 //! on failure and Ctrl-C too.
@@ -54,6 +56,8 @@ struct Params {
     n: usize,
     concurrency: usize,
     warmup: usize,
+    /// Inquiries per second to offer, spread evenly; 0 is as fast as the writers go.
+    rate: f64,
     timeout: Duration,
     db_connections: u32,
 }
@@ -262,9 +266,10 @@ async fn load(
     n: usize,
     concurrency: usize,
     phone_block: u32,
+    rate: f64,
 ) -> anyhow::Result<(Vec<Committed>, Duration)> {
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (db, ctx, next) = (db.clone(), ctx.clone(), next.clone());
@@ -274,6 +279,9 @@ async fn load(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     break;
+                }
+                if rate > 0.0 {
+                    tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate)).await;
                 }
                 let input = NewInquiry {
                     source: "phone".into(),
@@ -386,15 +394,23 @@ async fn measure(sys: &System, mode: Mode, p: &Params) -> anyhow::Result<Value> 
 
     if p.warmup > 0 {
         let before = follow_ups(&sys.observer).await?;
-        load(&sys.db, &ctx, p.warmup, p.concurrency, 1).await.context("warm-up")?;
+        load(&sys.db, &ctx, p.warmup, p.concurrency, 1, p.rate).await.context("warm-up")?;
         wait_for_follow_ups(sys, before + p.warmup as i64, p.timeout).await.context("warm-up")?;
         settle(sys, Duration::from_secs(60)).await.context("after the warm-up")?;
     }
 
     let before = follow_ups(&sys.observer).await?;
+    // The system under test is idle now: CPU time used meanwhile is someone else's.
+    let idle_before = cpu_idle_pct(Duration::from_secs(2)).await;
+    if idle_before < 85.0 {
+        eprintln!(
+            "[{}] warning: the CPUs were only {idle_before:.0}% idle just before the load: other work competes with it",
+            mode.name()
+        );
+    }
     eprintln!("[{}] load: {} inquiries from {} tasks", mode.name(), p.n, p.concurrency);
     let load_started = Utc::now();
-    let (committed, load_wall) = load(&sys.db, &ctx, p.n, p.concurrency, 2).await?;
+    let (committed, load_wall) = load(&sys.db, &ctx, p.n, p.concurrency, 2, p.rate).await?;
     eprintln!("[{}] load done in {:.2} s; waiting for the follow-ups", mode.name(), load_wall.as_secs_f64());
     wait_for_follow_ups(sys, before + p.n as i64, p.timeout).await?;
 
@@ -445,6 +461,8 @@ async fn measure(sys: &System, mode: Mode, p: &Params) -> anyhow::Result<Value> 
         "n": p.n,
         "concurrency": p.concurrency,
         "warmup": p.warmup,
+        "rate_per_s": if p.rate > 0.0 { json!(p.rate) } else { json!("unlimited") },
+        "cpu_idle_before_pct": round(idle_before),
         "db_max_connections": p.db_connections,
         "worker_concurrency": {
             "critical": sys.cfg.concurrency.get("critical"),
@@ -533,6 +551,27 @@ async fn run_mode(mode: Mode, p: Arc<Params>) -> anyhow::Result<Value> {
     res
 }
 
+/// Busy and idle jiffies of all CPUs, from /proc/stat.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    Some((v.iter().take(8).sum::<u64>() - idle, idle))
+}
+
+/// How idle the CPUs were over `window` (100 when it cannot be read): other work on the
+/// machine skews the figures.
+async fn cpu_idle_pct(window: Duration) -> f64 {
+    let a = cpu_times();
+    tokio::time::sleep(window).await;
+    match (a, cpu_times()) {
+        (Some((b0, i0)), Some((b1, i1))) if b1 + i1 > b0 + i0 => {
+            100.0 * (i1 - i0) as f64 / ((b1 + i1 - b0 - i0) as f64)
+        }
+        _ => 100.0,
+    }
+}
+
 fn machine() -> Value {
     let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let kernel = std::process::Command::new("uname")
@@ -574,7 +613,11 @@ fn print_report(machine: &Value, r: &Value) {
         "workers        critical {} / ops {} / heavy {}, queue poll {} ms, DB pool {}",
         w["critical"], w["ops"], w["heavy"], r["queue_poll_ms"], r["db_max_connections"]
     );
-    println!("inquiries      N = {}, concurrency {} (after {} warm-up)", r["n"], r["concurrency"], r["warmup"]);
+    println!(
+        "inquiries      N = {}, concurrency {}, offered rate {} /s (after {} warm-up)",
+        r["n"], r["concurrency"], r["rate_per_s"], r["warmup"]
+    );
+    println!("machine load   CPUs {}% idle just before the load", r["cpu_idle_before_pct"]);
     println!("load           {} s wall, {} commits/s", r["load_wall_s"], r["commits_per_s"]);
     println!(
         "end to end     {} s first commit -> last action: {} events/s ({} domain events, {} /s)",
@@ -608,6 +651,7 @@ fn main() -> anyhow::Result<()> {
         n: env_or("BENCH_N", 2000usize)?.max(1),
         concurrency: env_or("BENCH_CONCURRENCY", 16usize)?.max(1),
         warmup: env_or("BENCH_WARMUP", 100usize)?,
+        rate: env_or("BENCH_RATE", 0f64)?.max(0.0),
         timeout: Duration::from_secs(env_or("BENCH_TIMEOUT_SECS", 600u64)?),
         db_connections: env_or("VIREL_DB_MAX_CONNECTIONS", 10u32)?,
     });
