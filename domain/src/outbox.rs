@@ -71,14 +71,61 @@ impl Batch {
     /// views (already sent to this process's `LIVE` channel).
     pub async fn commit(mut self) -> DomainResult<Vec<Change>> {
         let at = now();
-        for e in &self.events {
-            q_exec!(&mut self.tx.conn(), "UPDATE domain_events SET dispatched_at = $1 WHERE id = $2", at, e.id)?;
+        // Sixteen rows a statement (the last chunk repeats its last id): few round trips, one
+        // SQL text for both engines.
+        for chunk in self.events.chunks(16) {
+            let id = |i: usize| chunk.get(i).unwrap_or(&chunk[chunk.len() - 1]).id;
+            q_exec!(
+                &mut self.tx.conn(),
+                "UPDATE domain_events SET dispatched_at = $1
+                 WHERE id IN ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                at,
+                id(0),
+                id(1),
+                id(2),
+                id(3),
+                id(4),
+                id(5),
+                id(6),
+                id(7),
+                id(8),
+                id(9),
+                id(10),
+                id(11),
+                id(12),
+                id(13),
+                id(14),
+                id(15)
+            )?;
         }
+
         self.tx.commit_quiet().await?;
         let changes: Vec<Change> = self.events.iter().map(Change::from).collect();
         for c in &changes {
             let _ = LIVE.send(c.clone());
         }
         Ok(changes)
+    }
+}
+
+/// Wakes this process's relay when another process commits events (PostgreSQL LISTEN on the
+/// channel `emit` notifies); returns at once on SQLite, where one process owns the file.
+pub async fn listen_for_commits(db: &Db) {
+    let Db::Pg(pool) = db else { return };
+    loop {
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+            l.listen("virel_outbox").await?;
+            loop {
+                l.recv().await?;
+                WAKE.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        if let Err(e) = listener.await {
+            tracing::warn!(error = %e, "outbox listener interrupted; polling meanwhile");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }

@@ -29,7 +29,7 @@ pub struct Liveness {
 
 impl Default for Liveness {
     fn default() -> Self {
-        Liveness { heartbeat: Duration::from_secs(2), missed_heartbeats: 3, poll: Duration::from_millis(50) }
+        Liveness { heartbeat: Duration::from_secs(2), missed_heartbeats: 3, poll: Duration::from_millis(25) }
     }
 }
 
@@ -106,7 +106,25 @@ impl Queues {
         }
     }
 
+    /// Pushes several jobs onto one queue at once (one round trip on Redis), to run now.
+    pub async fn push_many(&self, queue: &'static str, jobs: Vec<Job>) -> DomainResult<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Queues::Redis { storages, .. } => {
+                let mut s = storages.get(queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
+                s.push_bulk(jobs).await.map_err(|e| unavailable("cannot push to Redis", e))
+            }
+            Queues::Sqlite { storages, .. } => {
+                let mut s = storages.get(queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
+                s.push_bulk(jobs).await.map_err(|e| unavailable("cannot push to the queue database", e))
+            }
+        }
+    }
+
     /// The Redis channel that carries live changes between processes, and its URL.
+
     pub fn live_channel(&self) -> Option<(String, String)> {
         match self {
             Queues::Redis { url, prefix, .. } => Some((url.clone(), format!("{prefix}:live"))),

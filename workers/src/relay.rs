@@ -14,12 +14,22 @@ const BATCH: i64 = 200;
 const POLL: Duration = Duration::from_millis(100);
 
 pub async fn run_relay(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
+    let listener = tokio::spawn({
+        let db = rt.db.clone();
+        async move { outbox::listen_for_commits(&db).await }
+    });
+    relay_loop(&rt, &mut stop).await;
+    listener.abort();
+}
+
+async fn relay_loop(rt: &Arc<Runtime>, stop: &mut watch::Receiver<bool>) {
     let mut failures = 0u32;
     loop {
         if *stop.borrow() {
             break;
         }
-        let res = relay_once(&rt).await;
+        let res = relay_once(rt).await;
+
         match res {
             Ok(n) if n as i64 == BATCH => {
                 failures = 0;
@@ -49,11 +59,15 @@ pub async fn relay_once(rt: &Runtime) -> virel_domain::DomainResult<usize> {
     if batch.events.is_empty() {
         return Ok(0);
     }
+    let mut by_queue: std::collections::BTreeMap<&'static str, Vec<Job>> = Default::default();
     for e in &batch.events {
         let job = Job::new(JobKind::Event { event_id: e.id, event_type: e.kind.clone() });
-        let queue = job.kind.queue();
-        rt.queues.push(queue, job, None).await?;
+        by_queue.entry(job.kind.queue()).or_default().push(job);
     }
+    for (queue, jobs) in by_queue {
+        rt.queues.push_many(queue, jobs).await?;
+    }
+
     let changes = batch.commit().await?;
     // Live views in other processes hear of the changes through Redis; a lost message costs
     // only freshness (a reconnecting view gets a snapshot), never data.

@@ -83,9 +83,15 @@ pub async fn emit(
     payload: Value,
 ) -> DomainResult<Uuid> {
     let id = new_id();
+    if let Conn::Pg(_) = conn {
+        // Delivered on commit (and collapsed within a transaction): relays in other processes
+        // wake at once instead of at their next poll.
+        q_exec!(conn, "SELECT pg_notify('virel_outbox', '')")?;
+    }
     q_exec!(
         conn,
         "INSERT INTO domain_events (id, type, subject_type, subject_id, payload, actor, causation_id, depth, occurred_at)
+
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         id,
         kind,
