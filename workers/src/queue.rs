@@ -124,7 +124,6 @@ impl Queues {
     }
 
     /// The Redis channel that carries live changes between processes, and its URL.
-
     pub fn live_channel(&self) -> Option<(String, String)> {
         match self {
             Queues::Redis { url, prefix, .. } => Some((url.clone(), format!("{prefix}:live"))),
