@@ -1,5 +1,6 @@
 //! The outbox relay: committed domain events go onto the queues. It wakes on every commit in
-//! this process and polls for commits of other processes, and resumes where it stopped.
+//! this process and, on PostgreSQL, on other processes' commits (LISTEN/NOTIFY); it also polls
+//! as a safety net, and resumes where it stopped.
 
 use std::sync::Arc;
 use std::time::Duration;
