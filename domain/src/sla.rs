@@ -312,89 +312,58 @@ pub async fn pause_for_subject(
     subject_id: Uuid,
     paused: bool,
 ) -> DomainResult<()> {
-    let at = now();
-    let open_tasks = q_all!(
-        conn,
-        Task,
-        "SELECT * FROM tasks WHERE subject_type = $1 AND subject_id = $2 AND status IN ('open', 'in_progress')",
-        subject_type,
-        subject_id
-    )?;
-    for t in open_tasks {
-        let Some(p) = policy_for(conn, "task", &t.kind).await? else { continue };
-        if !p.pause_on_awaiting_client {
-            continue;
-        }
-        let changed = if paused {
-            q_exec!(
-                conn,
-                "UPDATE tasks SET paused_at = $1, updated_at = $1, version = version + 1 WHERE id = $2 AND paused_at IS NULL",
-                at,
-                t.id
-            )?
-        } else if let (Some(since), Some(due)) = (t.paused_at, t.due_at) {
-            // The whole window moves, so the at-risk share is measured on the same window.
-            q_exec!(
-                conn,
-                "UPDATE tasks SET paused_at = NULL, due_at = $1, sla_started_at = $2, updated_at = $3, version = version + 1
-                 WHERE id = $4 AND paused_at IS NOT NULL",
-                due + (at - since),
-                t.sla_started_at.unwrap_or(t.created_at) + (at - since),
-                at,
-                t.id
-            )?
-        } else {
-            0
-        };
-        if changed > 0 {
-            let kind = if paused { "task.sla_paused" } else { "task.sla_resumed" };
-            emit(conn, ctx, kind, "task", t.id, json!({"task_id": t.id, "type": t.kind, "assignee_id": t.assignee_id}))
-                .await?;
-        }
+    #[derive(FromRow)]
+    struct Clock {
+        id: Uuid,
+        #[sqlx(rename = "type")]
+        kind: String,
+        assignee_id: Option<Uuid>,
+        due_at: Option<DateTime<Utc>>,
+        paused_at: Option<DateTime<Utc>>,
+        sla_started_at: Option<DateTime<Utc>>,
+        created_at: DateTime<Utc>,
     }
-    let open_exceptions = q_all!(
-        conn,
-        Exception,
-        "SELECT * FROM exceptions WHERE subject_type = $1 AND subject_id = $2 AND status IN ('open', 'acknowledged')",
-        subject_type,
-        subject_id
-    )?;
-    for e in open_exceptions {
-        let Some(p) = policy_for(conn, "exception", &e.kind).await? else { continue };
-        if !p.pause_on_awaiting_client {
-            continue;
-        }
-        let changed = if paused {
-            q_exec!(
-                conn,
-                "UPDATE exceptions SET paused_at = $1, updated_at = $1, version = version + 1 WHERE id = $2 AND paused_at IS NULL",
-                at,
-                e.id
-            )?
-        } else if let (Some(since), Some(due)) = (e.paused_at, e.due_at) {
-            q_exec!(
-                conn,
-                "UPDATE exceptions SET paused_at = NULL, due_at = $1, sla_started_at = $2, updated_at = $3, version = version + 1
-                 WHERE id = $4 AND paused_at IS NOT NULL",
-                due + (at - since),
-                e.sla_started_at.unwrap_or(e.created_at) + (at - since),
-                at,
-                e.id
-            )?
-        } else {
-            0
-        };
-        if changed > 0 {
-            let kind = if paused { "exception.sla_paused" } else { "exception.sla_resumed" };
-            emit(
-                conn,
-                ctx,
-                kind,
-                "exception",
-                e.id,
-                json!({"exception_id": e.id, "type": e.kind, "assignee_id": e.assignee_id}),
-            )
-            .await?;
+    let at = now();
+    // The same clock on both kinds of item; only the table differs.
+    let tables: [(&str, &'static str, &'static str, &'static str); 2] = [
+        (
+            "task",
+            "SELECT id, type, assignee_id, due_at, paused_at, sla_started_at, created_at FROM tasks
+             WHERE subject_type = $1 AND subject_id = $2 AND status IN ('open', 'in_progress')",
+            "UPDATE tasks SET paused_at = $1, updated_at = $1, version = version + 1 WHERE id = $2 AND paused_at IS NULL",
+            "UPDATE tasks SET paused_at = NULL, due_at = $1, sla_started_at = $2, updated_at = $3, version = version + 1
+             WHERE id = $4 AND paused_at IS NOT NULL",
+        ),
+        (
+            "exception",
+            "SELECT id, type, assignee_id, due_at, paused_at, sla_started_at, created_at FROM exceptions
+             WHERE subject_type = $1 AND subject_id = $2 AND status IN ('open', 'acknowledged')",
+            "UPDATE exceptions SET paused_at = $1, updated_at = $1, version = version + 1 WHERE id = $2 AND paused_at IS NULL",
+            "UPDATE exceptions SET paused_at = NULL, due_at = $1, sla_started_at = $2, updated_at = $3, version = version + 1
+             WHERE id = $4 AND paused_at IS NOT NULL",
+        ),
+    ];
+    for (kind, select, pause, resume) in tables {
+        for item in q_all!(conn, Clock, select, subject_type, subject_id)? {
+            let Some(p) = policy_for(conn, kind, &item.kind).await? else { continue };
+            if !p.pause_on_awaiting_client {
+                continue;
+            }
+            let changed = if paused {
+                q_exec!(conn, pause, at, item.id)?
+            } else if let (Some(since), Some(due)) = (item.paused_at, item.due_at) {
+                // The whole window moves, so the at-risk share is measured on the same window.
+                let shift = at - since;
+                q_exec!(conn, resume, due + shift, item.sla_started_at.unwrap_or(item.created_at) + shift, at, item.id)?
+            } else {
+                0
+            };
+            if changed > 0 {
+                let event = format!("{kind}.{}", if paused { "sla_paused" } else { "sla_resumed" });
+                let payload =
+                    json!({format!("{kind}_id"): item.id, "type": item.kind, "assignee_id": item.assignee_id});
+                emit(conn, ctx, &event, kind, item.id, payload).await?;
+            }
         }
     }
     Ok(())
