@@ -261,10 +261,12 @@ pub async fn list(db: &Db, ctx: &Ctx, f: &Filter) -> DomainResult<Listing> {
     let mine = if f.mine { me } else { None };
     let mut h = db.acquire().await?;
     let mut conn = h.conn();
+    // One builder for both kinds: the policies are read once and names and labels are shared.
+    let mut b = Builder::new(&mut conn).await?;
     let mut items = Vec::new();
     if f.kind.as_deref() != Some("exception") {
         let rows = q_all!(
-            &mut conn,
+            b.conn,
             Task,
             "SELECT * FROM tasks WHERE status IN ('open', 'in_progress')
                  AND ($1 IS NULL OR assignee_id IS NULL OR assignee_id = $1) AND ($2 IS NULL OR assignee_id = $2)
@@ -276,14 +278,13 @@ pub async fn list(db: &Db, ctx: &Ctx, f: &Filter) -> DomainResult<Listing> {
             f.item_type.clone(),
             f.priority.clone()
         )?;
-        let mut b = Builder::new(&mut conn).await?;
         for t in rows {
             items.push(b.task(t).await?);
         }
     }
     if f.kind.as_deref() != Some("task") {
         let rows = q_all!(
-            &mut conn,
+            b.conn,
             Exception,
             "SELECT * FROM exceptions WHERE status IN ('open', 'acknowledged')
                  AND ($1 IS NULL OR assignee_id IS NULL OR assignee_id = $1) AND ($2 IS NULL OR assignee_id = $2)
@@ -294,7 +295,6 @@ pub async fn list(db: &Db, ctx: &Ctx, f: &Filter) -> DomainResult<Listing> {
             i64::from(f.unassigned),
             f.item_type.clone()
         )?;
-        let mut b = Builder::new(&mut conn).await?;
         for e in rows {
             let item = b.exception(e).await?;
             if f.priority.as_ref().is_none_or(|p| *p == item.priority) {

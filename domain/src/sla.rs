@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Utc, Weekday};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::FromRow;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -745,10 +745,6 @@ pub async fn client_confirmed(db: &Db, ctx: &Ctx, booking_id: Uuid) -> DomainRes
     .await?;
     tx.commit().await?;
     Ok(after)
-}
-
-pub fn value_of(p: &Policy) -> Value {
-    snapshot(p)
 }
 
 #[cfg(test)]
