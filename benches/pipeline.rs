@@ -497,9 +497,9 @@ async fn versions(db: &Db, queues: &Queues) -> Value {
     struct V {
         v: String,
     }
-    let engine = match db {
-        Db::Pg(_) => "SELECT version() AS v",
-        Db::Lite(_) => "SELECT 'SQLite ' || sqlite_version() AS v",
+    let engine = match db.pool() {
+        virel_domain::store::Pool::Pg(_) => "SELECT version() AS v",
+        virel_domain::store::Pool::Lite(_) => "SELECT 'SQLite ' || sqlite_version() AS v",
     };
     let state = match db.acquire().await {
         Ok(mut h) => virel_domain::q_one!(&mut h.conn(), V, engine).map(|r| r.v).unwrap_or_default(),

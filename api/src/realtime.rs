@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 use virel_domain::action_center::{self, Filter, Item};
-use virel_domain::outbox::{Change, LIVE};
+use virel_domain::outbox::Change;
 use virel_domain::{Ctx, Db};
 
 struct Conn {
@@ -119,7 +119,7 @@ impl Hub {
         }
         let (hub, db2) = (self.clone(), db.clone());
         tokio::spawn(async move {
-            let mut rx = LIVE.subscribe();
+            let mut rx = db2.shared().live.subscribe();
             loop {
                 match rx.recv().await {
                     Ok(c) => hub.on_change(&db2, &c).await,

@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod policy;
 pub mod rows;
 pub mod seed;
+pub mod settings;
 pub mod sla;
 pub mod store;
 

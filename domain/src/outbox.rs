@@ -2,20 +2,13 @@
 //! dispatched in one transaction per batch. A relay that dies mid-batch leaves the batch
 //! undispatched, so it is sent again (handlers are idempotent); none is ever lost.
 
-use std::sync::LazyLock;
-
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
 use crate::error::DomainResult;
 use crate::rows::DomainEvent;
-use crate::store::{Db, Tx};
+use crate::store::{Db, Pool, Tx};
 use crate::{now, q_all, q_exec};
-
-/// Woken by every commit in this process, so an in-process relay dispatches at once instead
-/// of waiting for its next poll.
-pub static WAKE: Notify = Notify::const_new();
 
 /// A committed event, as live views (the Action Center's WebSocket) hear of it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -33,42 +26,38 @@ impl From<&DomainEvent> for Change {
     }
 }
 
-/// Changes relayed by this process, for live views in this process (the embedded mode);
-/// across processes they go through Redis pub/sub as well.
-pub static LIVE: LazyLock<broadcast::Sender<Change>> = LazyLock::new(|| broadcast::channel(4096).0);
-
 /// A batch of undispatched events, oldest first, held in an open transaction: push each to
 /// its queue, then `commit` marks them dispatched. Dropping the batch (a failed push, a crash)
 /// leaves them undispatched. On PostgreSQL concurrent relays take disjoint batches
 /// (SKIP LOCKED); on SQLite the write transaction serialises them.
 pub struct Batch {
     tx: Tx,
+    db: Db,
     pub events: Vec<DomainEvent>,
 }
 
 pub async fn claim(db: &Db, limit: i64) -> DomainResult<Batch> {
     let mut tx = db.begin().await?;
-    let events = match &mut tx {
-        Tx::Pg(_) => q_all!(
+    let events = match tx.is_postgres() {
+        true => q_all!(
             &mut tx.conn(),
             DomainEvent,
             "SELECT * FROM domain_events WHERE dispatched_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
             limit
         )?,
-        Tx::Lite(_) => q_all!(
+        false => q_all!(
             &mut tx.conn(),
             DomainEvent,
             "SELECT * FROM domain_events WHERE dispatched_at IS NULL ORDER BY id LIMIT $1",
             limit
         )?,
     };
-    Ok(Batch { tx, events })
+    Ok(Batch { tx, db: db.clone(), events })
 }
 
 impl Batch {
-    /// Marks every event of the batch dispatched and commits.
     /// Marks every event of the batch dispatched, commits, and returns the changes for live
-    /// views (already sent to this process's `LIVE` channel).
+    /// views (already sent to this app's live channel).
     pub async fn commit(mut self) -> DomainResult<Vec<Change>> {
         let at = now();
         // Sixteen rows a statement (the last chunk repeats its last id): few round trips, one
@@ -102,7 +91,7 @@ impl Batch {
         self.tx.commit_quiet().await?;
         let changes: Vec<Change> = self.events.iter().map(Change::from).collect();
         for c in &changes {
-            let _ = LIVE.send(c.clone());
+            let _ = self.db.shared().live.send(c.clone());
         }
         Ok(changes)
     }
@@ -111,14 +100,14 @@ impl Batch {
 /// Wakes this process's relay when another process commits events (PostgreSQL LISTEN on the
 /// channel `emit` notifies); returns at once on SQLite, where one process owns the file.
 pub async fn listen_for_commits(db: &Db) {
-    let Db::Pg(pool) = db else { return };
+    let Pool::Pg(pool) = db.pool() else { return };
     loop {
         let listener = async {
             let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
             l.listen("virel_outbox").await?;
             loop {
                 l.recv().await?;
-                WAKE.notify_one();
+                db.shared().wake.notify_one();
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())

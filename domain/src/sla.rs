@@ -45,9 +45,16 @@ pub struct Calendar {
 
 impl Default for Calendar {
     fn default() -> Self {
+        Calendar::office_hours("Europe/London")
+    }
+}
+
+impl Calendar {
+    /// Monday to Friday, 09:00 to 18:00 in `timezone`: the default business hours.
+    pub fn office_hours(timezone: &str) -> Calendar {
         let day = vec![("09:00".to_string(), "18:00".to_string())];
         Calendar {
-            timezone: std::env::var("VIREL_TIMEZONE").unwrap_or_else(|_| "Europe/London".into()),
+            timezone: timezone.to_string(),
             weekly: ["mon", "tue", "wed", "thu", "fri"].into_iter().map(|d| (d.to_string(), day.clone())).collect(),
         }
     }
@@ -178,7 +185,7 @@ pub async fn seed_defaults(db: &Db) -> DomainResult<usize> {
             name,
             minutes,
             false,
-            Json(Calendar::default()),
+            Json(Calendar::office_hours(&db.settings().timezone)),
             true,
             Json(vec![0i64, 15 * 60, 30 * 60]),
             now()
@@ -632,7 +639,7 @@ pub async fn booking_clock(db: &Db) -> DomainResult<ClockOutcome> {
         {
             let bk = crate::commands::bookings::load(&mut conn, b.id).await?;
             // "On the day" in the agency's time zone.
-            let cal = Calendar::default();
+            let cal = Calendar::office_hours(&db.settings().timezone);
             let confirmed_today =
                 bk.client_confirmed_at.is_some_and(|c| cal.local_date(c) == cal.local_date(bk.start_at));
 

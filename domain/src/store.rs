@@ -5,23 +5,58 @@
 //! driver. Engine differences live in the migrations and in the few methods of this module.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use crate::error::DomainError;
+use tokio::sync::{Notify, broadcast};
 
-/// A connection pool on one of the two engines.
+use crate::error::DomainError;
+use crate::outbox::Change;
+use crate::settings::Settings;
+
+/// The domain's handle: a connection pool on one of the two engines, and what the parts of
+/// one app share through it (its settings, the relay's wake-up, the live-change channel).
+/// Clones share all of it; two apps that each `connect` share nothing, even in one process.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    shared: Arc<Shared>,
+}
+
 #[derive(Clone, Debug)]
-pub enum Db {
+pub enum Pool {
     Pg(PgPool),
     Lite(SqlitePool),
 }
 
+/// Owned by one app and handed to its parts with the `Db`.
+pub struct Shared {
+    pub settings: Settings,
+    /// Woken by every commit of this app, so its outbox relay dispatches at once instead of
+    /// waiting for its next poll.
+    pub wake: Notify,
+    /// Changes relayed by this app, for its live views (the Action Center's WebSocket);
+    /// across processes they go through Redis pub/sub as well.
+    pub live: broadcast::Sender<Change>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("pool", &self.pool).field("settings", &self.shared.settings).finish()
+    }
+}
+
 /// An open transaction. Dropping it without `commit` rolls it back.
-pub enum Tx {
+pub struct Tx {
+    inner: TxInner,
+    shared: Arc<Shared>,
+}
+
+enum TxInner {
     Pg(Transaction<'static, Postgres>),
     Lite(Transaction<'static, Sqlite>),
 }
@@ -39,8 +74,33 @@ pub enum Handle {
 }
 
 impl Db {
-    /// Connects to `url`: `postgres://...` or `sqlite://path` (created when missing).
+    /// Connects to `url` with the default settings (tests and tools).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DomainError> {
+        Db::connect_with(url, max_connections, Settings::default()).await
+    }
+
+    /// Connects to `url`: `postgres://...` or `sqlite://path` (created when missing).
+    pub async fn connect_with(url: &str, max_connections: u32, settings: Settings) -> Result<Db, DomainError> {
+        let pool = Pool::connect(url, max_connections).await?;
+        let shared = Arc::new(Shared { settings, wake: Notify::new(), live: broadcast::channel(4096).0 });
+        Ok(Db { pool, shared })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Pool {
+    async fn connect(url: &str, max_connections: u32) -> Result<Pool, DomainError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url).map_err(DomainError::from)?;
             let pool = PgPoolOptions::new()
@@ -48,7 +108,7 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(opts)
                 .await?;
-            Ok(Db::Pg(pool))
+            Ok(Pool::Pg(pool))
         } else if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(DomainError::from)?
@@ -62,7 +122,7 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(opts)
                 .await?;
-            Ok(Db::Lite(pool))
+            Ok(Pool::Lite(pool))
         } else {
             Err(DomainError::Invalid(format!(
                 "DATABASE_URL must start with postgres:// or sqlite: (got {})",
@@ -71,18 +131,21 @@ impl Db {
         }
     }
 
+}
+
+impl Db {
     pub fn engine(&self) -> &'static str {
-        match self {
-            Db::Pg(_) => "postgres",
-            Db::Lite(_) => "sqlite",
+        match self.pool {
+            Pool::Pg(_) => "postgres",
+            Pool::Lite(_) => "sqlite",
         }
     }
 
     /// Applies the engine's migrations (`migrations/postgres` or `migrations/sqlite`).
     pub async fn migrate(&self) -> Result<(), DomainError> {
-        match self {
-            Db::Pg(p) => sqlx::migrate!("../migrations/postgres").run(p).await,
-            Db::Lite(p) => sqlx::migrate!("../migrations/sqlite").run(p).await,
+        match &self.pool {
+            Pool::Pg(p) => sqlx::migrate!("../migrations/postgres").run(p).await,
+            Pool::Lite(p) => sqlx::migrate!("../migrations/sqlite").run(p).await,
         }
         .map_err(|e| DomainError::Internal(format!("migration failed: {e}")))
     }
@@ -91,55 +154,65 @@ impl Db {
     /// database lock up front instead of failing when a read lock cannot be upgraded, which is
     /// also what makes check-then-write guards (booking overlap) race-free there.
     pub async fn begin(&self) -> Result<Tx, DomainError> {
-        Ok(match self {
-            Db::Pg(p) => Tx::Pg(p.begin().await?),
-            Db::Lite(p) => Tx::Lite(p.begin_with("BEGIN IMMEDIATE").await?),
-        })
+        let inner = match &self.pool {
+            Pool::Pg(p) => TxInner::Pg(p.begin().await?),
+            Pool::Lite(p) => TxInner::Lite(p.begin_with("BEGIN IMMEDIATE").await?),
+        };
+        Ok(Tx { inner, shared: self.shared.clone() })
     }
 
     pub async fn acquire(&self) -> Result<Handle, DomainError> {
-        Ok(match self {
-            Db::Pg(p) => Handle::Pg(p.acquire().await?),
-            Db::Lite(p) => Handle::Lite(p.acquire().await?),
+        Ok(match &self.pool {
+            Pool::Pg(p) => Handle::Pg(p.acquire().await?),
+            Pool::Lite(p) => Handle::Lite(p.acquire().await?),
         })
     }
 
     pub async fn ping(&self) -> bool {
-        let res = match self {
-            Db::Pg(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
-            Db::Lite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+        let res = match &self.pool {
+            Pool::Pg(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+            Pool::Lite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
         };
         res.is_ok()
     }
 
     pub async fn close(&self) {
-        match self {
-            Db::Pg(p) => p.close().await,
-            Db::Lite(p) => p.close().await,
+        match &self.pool {
+            Pool::Pg(p) => p.close().await,
+            Pool::Lite(p) => p.close().await,
         }
     }
 }
 
 impl Tx {
     pub fn conn(&mut self) -> Conn<'_> {
-        match self {
-            Tx::Pg(t) => Conn::Pg(t),
-            Tx::Lite(t) => Conn::Lite(t),
+        match &mut self.inner {
+            TxInner::Pg(t) => Conn::Pg(t),
+            TxInner::Lite(t) => Conn::Lite(t),
         }
     }
 
-    /// Commits, and wakes this process's outbox relay: the commit may have written events.
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.inner, TxInner::Pg(_))
+    }
+
+    /// Commits, and wakes this app's outbox relay: the commit may have written events.
     pub async fn commit(self) -> Result<(), DomainError> {
+        let shared = self.shared.clone();
         self.commit_quiet().await?;
-        crate::outbox::WAKE.notify_one();
+        shared.wake.notify_one();
         Ok(())
     }
 
     /// Commits without waking the relay (the relay's own transactions).
     pub async fn commit_quiet(self) -> Result<(), DomainError> {
-        match self {
-            Tx::Pg(t) => t.commit().await?,
-            Tx::Lite(t) => t.commit().await?,
+        match self.inner {
+            TxInner::Pg(t) => t.commit().await?,
+            TxInner::Lite(t) => t.commit().await?,
         }
         Ok(())
     }
@@ -147,13 +220,13 @@ impl Tx {
     /// Takes the row lock that serialises writers of one parent row (a model's bookings).
     /// PostgreSQL locks the row until commit; SQLite already holds the database write lock.
     pub async fn lock_row(&mut self, table: LockTable, id: uuid::Uuid) -> Result<bool, DomainError> {
-        let n = match (self, table) {
-            (Tx::Pg(t), LockTable::Models) => sqlx::query("SELECT id FROM models WHERE id = $1 FOR UPDATE")
+        let n = match (&mut self.inner, table) {
+            (TxInner::Pg(t), LockTable::Models) => sqlx::query("SELECT id FROM models WHERE id = $1 FOR UPDATE")
                 .bind(id)
                 .fetch_optional(&mut **t)
                 .await?
                 .is_some(),
-            (Tx::Lite(t), LockTable::Models) => {
+            (TxInner::Lite(t), LockTable::Models) => {
                 sqlx::query("SELECT id FROM models WHERE id = $1").bind(id).fetch_optional(&mut **t).await?.is_some()
             }
         };
@@ -166,7 +239,7 @@ impl Tx {
     /// where no row exists yet to lock: a transaction-scoped advisory lock on PostgreSQL;
     /// SQLite's write lock already serialises writers.
     pub async fn lock_key(&mut self, key: &str) -> Result<(), DomainError> {
-        if let Tx::Pg(t) = self {
+        if let TxInner::Pg(t) = &mut self.inner {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(key).execute(&mut **t).await?;
         }
         Ok(())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use virel_domain::outbox::{self, WAKE};
+use virel_domain::outbox;
 
 use crate::job::{Job, JobKind};
 use crate::runtime::Runtime;
@@ -47,7 +47,7 @@ async fn relay_loop(rt: &Arc<Runtime>, stop: &mut watch::Receiver<bool>) {
         }
         let wait = if failures > 0 { Duration::from_secs(1) } else { POLL };
         tokio::select! {
-            _ = WAKE.notified() => {}
+            _ = rt.db.shared().wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             changed = stop.changed() => if changed.is_err() { break },
         }

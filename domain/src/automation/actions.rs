@@ -186,7 +186,10 @@ pub async fn current_payload(conn: &mut Conn<'_>, event: &DomainEvent) -> Domain
 async fn resolve_assignee(tx: &mut Tx, event: &DomainEvent, assign_to: Option<&str>) -> DomainResult<Option<Uuid>> {
     match assign_to {
         None => Ok(None),
-        Some("round_robin") => assignment::round_robin(&mut tx.conn()).await,
+        Some("round_robin") => {
+            let cap = tx.settings().max_open_items_per_operator;
+            assignment::round_robin(&mut tx.conn(), cap).await
+        }
         Some("assignee") => {
             if let Some(a) =
                 event.payload.0.get("assignee_id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok())

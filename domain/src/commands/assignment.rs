@@ -7,19 +7,16 @@ use crate::error::DomainResult;
 use crate::q_opt;
 use crate::store::Conn;
 
-/// Open items an operator may hold before round robin passes them over.
-pub fn max_open_items() -> i64 {
-    std::env::var("VIREL_MAX_OPEN_ITEMS_PER_OPERATOR").ok().and_then(|v| v.parse().ok()).unwrap_or(25)
-}
-
 #[derive(FromRow)]
 struct Pick {
     id: Uuid,
 }
 
 /// The active, on-duty OPERATOR with the fewest open tasks and exceptions (below the cap);
-/// ties go to the one whose last assignment is oldest, so equal loads take turns.
-pub async fn round_robin(conn: &mut Conn<'_>) -> DomainResult<Option<Uuid>> {
+/// ties go to the one whose last assignment is oldest, so equal loads take turns. `cap` is the
+/// number of open items (`Settings::max_open_items_per_operator`) at which an operator is
+/// passed over.
+pub async fn round_robin(conn: &mut Conn<'_>, cap: i64) -> DomainResult<Option<Uuid>> {
     let pick = q_opt!(
         conn,
         Pick,
@@ -34,7 +31,7 @@ pub async fn round_robin(conn: &mut Conn<'_>) -> DomainResult<Option<Uuid>> {
          ORDER BY open_items, last_assigned IS NOT NULL, last_assigned, id
          LIMIT 1",
         true,
-        max_open_items()
+        cap
     )?;
     Ok(pick.map(|p| p.id))
 }
