@@ -33,7 +33,7 @@ use uuid::Uuid;
 use virel_domain::automation::{Action, Condition, RuleInput};
 use virel_domain::commands::clients::NewClient;
 use virel_domain::commands::inquiries::NewInquiry;
-use virel_domain::jobs::{QUEUES, QueueBackend};
+use virel_domain::jobs::{Queue, QueueBackend};
 use virel_domain::{Ctx, Db};
 use virel_workers::{Queues, Runtime, WorkerConfig};
 
@@ -163,7 +163,7 @@ struct System {
 
 async fn start(mode: Mode, p: &Params, left: &mut Leftovers) -> anyhow::Result<System> {
     let tag = Uuid::now_v7().simple().to_string();
-    let cfg = WorkerConfig::from_env(&[])?;
+    let cfg = WorkerConfig::default();
     let (url, queues) = match mode {
         Mode::Redis => {
             let admin = pg_admin_url();
@@ -244,7 +244,7 @@ async fn settle(sys: &System, within: Duration) -> anyhow::Result<()> {
         let undispatched =
             count(&sys.observer, "SELECT COUNT(*) AS n FROM domain_events WHERE dispatched_at IS NULL").await?;
         let mut busy = undispatched > 0;
-        for q in QUEUES {
+        for q in Queue::ALL {
             let live = sys.queues.live(q).await?;
             busy |= live.pending > 0 || live.running > 0;
         }
@@ -465,9 +465,9 @@ async fn measure(sys: &System, mode: Mode, p: &Params) -> anyhow::Result<Value> 
         "cpu_idle_before_pct": round(idle_before),
         "db_max_connections": p.db_connections,
         "worker_concurrency": {
-            "critical": sys.cfg.concurrency.get("critical"),
-            "ops": sys.cfg.concurrency.get("ops"),
-            "heavy": sys.cfg.concurrency.get("heavy"),
+            "critical": sys.cfg.concurrency.get(&Queue::Critical),
+            "ops": sys.cfg.concurrency.get(&Queue::Ops),
+            "heavy": sys.cfg.concurrency.get(&Queue::Heavy),
         },
         "queue_poll_ms": sys.cfg.liveness.poll.as_millis() as u64,
         "load_wall_s": round3(load_wall.as_secs_f64()),

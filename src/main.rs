@@ -42,13 +42,9 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn,poem=warn".into()),
-        )
-        .init();
     let cli = Cli::parse();
     let cfg = Config::from_env()?;
+    init_logging(&cfg)?;
     match cli.command.unwrap_or(Command::All) {
         Command::Openapi => {
             // The document does not depend on the database: an in-memory SQLite pool suffices.
@@ -81,9 +77,22 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Log lines to stdout: plain text (coloured only on a terminal) or one JSON object a line.
+fn init_logging(cfg: &Config) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_filter)
+        .map_err(|e| anyhow::anyhow!("RUST_LOG is not a valid log filter: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match cfg.log_format {
+        config::LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+        config::LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
+    }
+    Ok(())
+}
+
 async fn connect(cfg: &Config) -> anyhow::Result<Db> {
     let url = cfg.database_url()?;
-    Db::connect(&url, cfg.db_max_connections)
+    Db::connect_with(&url, cfg.db_max_connections, cfg.domain.clone())
         .await
         .with_context(|| "cannot connect to the database (DATABASE_URL)".to_string())
 }
@@ -100,7 +109,7 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let wcfg = virel_workers::WorkerConfig::from_env(workers.as_deref().unwrap_or_default())?;
+    let wcfg = cfg.workers(workers.as_deref().unwrap_or_default())?;
     // The API serves without the queues (writes wait in the outbox); workers and the
     // scheduler wait for them.
     let queues = if workers.is_none() && !scheduler {
@@ -131,8 +140,8 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
         tasks.spawn(async move { virel_workers::run(rt, wcfg, stop).await });
     }
     if let (true, Some(queues)) = (scheduler, &queues) {
-        let (db, queues, stop) = (db.clone(), queues.clone(), stop_rx.clone());
-        tasks.spawn(async move { virel_scheduler::run(db, queues, stop).await });
+        let (db, queues, stop, scfg) = (db.clone(), Arc::new(queues.clone()), stop_rx.clone(), cfg.scheduler());
+        tasks.spawn(async move { virel_scheduler::run(db, queues, scfg, stop).await });
     }
     if api {
         let mut state = virel_api::AppState::new(db.clone(), &cfg.jwt_secret()?);

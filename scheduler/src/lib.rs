@@ -4,6 +4,7 @@
 //! database, so even two leaders for a moment cannot fire one tick twice.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
@@ -11,8 +12,8 @@ use cron::Schedule;
 use tokio::sync::watch;
 use virel_domain::automation;
 use virel_domain::commands::maintenance;
+use virel_domain::jobs::{Job as QueuedJob, QueueBackend, kinds};
 use virel_domain::{Db, DomainResult};
-use virel_workers::{Job as WJob, JobKind, Queues};
 
 pub const LEASE: &str = "scheduler";
 const LEASE_TTL_SECS: i64 = 15;
@@ -23,13 +24,24 @@ pub struct Job {
     pub cron: String,
 }
 
-/// How often the SLA sweep and the booking clock run: `VIREL_SLA_SWEEP_SECS` (default 30).
-pub fn sweep_secs_from_env() -> u32 {
-    std::env::var("VIREL_SLA_SWEEP_SECS").ok().and_then(|v| v.parse().ok()).filter(|s| *s > 0).unwrap_or(30)
+/// The scheduler's settings.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// How often the SLA sweep and the booking clock run, in seconds.
+    pub sweep_secs: u32,
+    /// This machine's name, part of the lease holder's name.
+    pub host: String,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { sweep_secs: 30, host: "virel".into() }
+    }
 }
 
 /// The schedules; the SLA sweep and the booking clock run every `secs` seconds.
 pub fn jobs(secs: u32) -> Vec<Job> {
+    let secs = secs.max(1);
     let every = if secs < 60 && 60 % secs == 0 { format!("*/{secs} * * * * *") } else { "0 * * * * *".to_string() };
     vec![
         Job { name: "retention", cron: "0 */10 * * * *".into() },
@@ -40,24 +52,17 @@ pub fn jobs(secs: u32) -> Vec<Job> {
 }
 
 /// One tick's work. Only enqueueing: the workers do the rest.
-async fn run_job(db: &Db, queues: &Queues, name: &str) -> DomainResult<()> {
+async fn run_job(db: &Db, queues: &dyn QueueBackend, name: &str) -> DomainResult<()> {
     match name {
-        "retention" | "sla_sweep" | "booking_clock" => {
-            let kind = match name {
-                "retention" => JobKind::Retention,
-                "sla_sweep" => JobKind::SlaSweep,
-                _ => JobKind::BookingClock,
-            };
-            let job = WJob::new(kind);
-            queues.push(job.kind.queue(), job, None).await?;
-        }
+        "retention" => queues.push(QueuedJob::new(&kinds::Retention {}), None).await?,
+        "sla_sweep" => queues.push(QueuedJob::new(&kinds::SlaSweep {}), None).await?,
+        "booking_clock" => queues.push(QueuedJob::new(&kinds::BookingClock {}), None).await?,
         "delayed_actions" => {
             // Claimed (scheduled → queued) before the push; a claim whose push never ran is
             // put back after a while, so a crash between the two loses nothing.
             automation::requeue_stale_claims(db, Duration::minutes(5)).await?;
             for id in automation::claim_due_actions(db, 500).await? {
-                let job = WJob::new(JobKind::DelayedAction { execution_id: id });
-                queues.push(job.kind.queue(), job, None).await?;
+                queues.push(QueuedJob::new(&kinds::DelayedAction { execution_id: id }), None).await?;
             }
         }
         other => tracing::warn!(job = other, "unknown schedule"),
@@ -66,14 +71,14 @@ async fn run_job(db: &Db, queues: &Queues, name: &str) -> DomainResult<()> {
 }
 
 /// Runs until `stop` turns true. Standby while another process holds the lease.
-pub async fn run(db: Db, queues: Queues, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    run_every(db, queues, sweep_secs_from_env(), stop).await
-}
-
-/// Like `run`, with the sweep interval given.
-pub async fn run_every(db: Db, queues: Queues, sweep_secs: u32, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let holder = format!("{}:{}", hostname(), uuid::Uuid::now_v7());
-    let jobs = jobs(sweep_secs);
+pub async fn run(
+    db: Db,
+    queues: Arc<dyn QueueBackend>,
+    cfg: SchedulerConfig,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let holder = format!("{}:{}", cfg.host, uuid::Uuid::now_v7());
+    let jobs = jobs(cfg.sweep_secs);
     let schedules: Vec<(&Job, Schedule)> = jobs
         .iter()
         .map(|j| Schedule::from_str(&j.cron).map(|s| (j, s)).map_err(|e| anyhow::anyhow!("bad cron {}: {e}", j.cron)))
@@ -108,7 +113,7 @@ pub async fn run_every(db: Db, queues: Queues, sweep_secs: u32, mut stop: watch:
             tracing::debug!(job = job.name, %due, "tick");
             match maintenance::claim_tick(&db, job.name, due, &holder).await {
                 Ok(true) => {
-                    if let Err(e) = run_job(&db, &queues, job.name).await {
+                    if let Err(e) = run_job(&db, queues.as_ref(), job.name).await {
                         tracing::error!(job = job.name, error = %e, "scheduled job failed");
                     }
                 }
@@ -126,10 +131,6 @@ pub async fn run_every(db: Db, queues: Queues, sweep_secs: u32, mut stop: watch:
     }
     tracing::info!("scheduler stopped");
     Ok(())
-}
-
-fn hostname() -> String {
-    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "virel".into())
 }
 
 #[cfg(test)]

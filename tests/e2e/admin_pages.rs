@@ -366,7 +366,7 @@ fn failing_once(calls: Arc<Mutex<usize>>) -> WorkerOptions {
         })
     });
     WorkerOptions {
-        retry: virel_workers::RetryPolicy {
+        retry: virel_workers::RetrySettings {
             attempts_default: 1,
             base: Duration::from_millis(100),
             ..Default::default()
@@ -389,11 +389,11 @@ mod a_dead_job_shows_escaped_and_the_retry_button_requeues_it_once {
 
     async fn body(app: TestApp, calls: Arc<Mutex<usize>>) {
         let admin = session(&app, "admin@virel.com").await;
-        let job = virel_workers::Job::new(virel_workers::JobKind::Custom {
+        let job = virel_workers::Job::new(&virel_domain::jobs::kinds::Custom {
             name: "page_always_fails".into(),
             payload: json!({"note": "<img src=x onerror=alert(1)>"}),
         });
-        app.queues.as_ref().unwrap().push("ops", job, None).await.unwrap();
+        app.queues.as_ref().unwrap().push(job, None).await.unwrap();
 
         let page = app
             .eventually(30, || async {

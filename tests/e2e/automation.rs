@@ -117,7 +117,7 @@ fn failing_options(calls: Arc<Mutex<Vec<Instant>>>) -> WorkerOptions {
         })
     });
     WorkerOptions {
-        retry: virel_workers::RetryPolicy { attempts_default: 4, base: Duration::from_secs(1), ..Default::default() },
+        retry: virel_workers::RetrySettings { attempts_default: 4, base: Duration::from_secs(1), ..Default::default() },
         handlers: vec![("always_fails".into(), handler)],
         scheduler: false,
         ..Default::default()
@@ -129,9 +129,11 @@ mod failing_job_is_retried_with_growing_delays_then_dead_and_retryable {
 
     async fn body(app: TestApp, calls: Arc<Mutex<Vec<Instant>>>) {
         let admin = app.login("admin@virel.com").await;
-        let job =
-            virel_workers::Job::new(virel_workers::JobKind::Custom { name: "always_fails".into(), payload: json!({}) });
-        app.queues.as_ref().unwrap().push("ops", job, None).await.unwrap();
+        let job = virel_workers::Job::new(&virel_domain::jobs::kinds::Custom {
+            name: "always_fails".into(),
+            payload: json!({}),
+        });
+        app.queues.as_ref().unwrap().push(job, None).await.unwrap();
         let dead = app
             .eventually(40, || async {
                 let (_, q) = app.get(&admin, "/system/queue").await;
@@ -177,6 +179,90 @@ mod failing_job_is_retried_with_growing_delays_then_dead_and_retryable {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let app = TestApp::start_full(crate::harness::Engine::Postgres, failing_options(calls.clone())).await;
         body(app, calls).await;
+    }
+}
+
+fn panicking_options(runs: Arc<Mutex<Vec<&'static str>>>) -> WorkerOptions {
+    let panics: virel_workers::CustomHandler = Arc::new(move |_payload| {
+        Box::pin(async move {
+            let minutes: i64 = std::hint::black_box(i64::MAX);
+            let _ = chrono::Duration::minutes(minutes); // panics: out of bounds
+            Ok(())
+        })
+    });
+    let fine: virel_workers::CustomHandler = Arc::new(move |_payload| {
+        let runs = runs.clone();
+        Box::pin(async move {
+            runs.lock().unwrap().push("fine");
+            Ok(())
+        })
+    });
+    WorkerOptions {
+        retry: virel_workers::RetrySettings {
+            attempts_default: 2,
+            base: Duration::from_millis(200),
+            ..Default::default()
+        },
+        handlers: vec![("panics".into(), panics), ("fine".into(), fine)],
+        scheduler: false,
+        ..Default::default()
+    }
+}
+
+/// A handler that panics fails its attempts like any other and ends dead and visible; the
+/// pool keeps running the jobs behind it.
+mod a_panicking_job_ends_dead_and_the_pool_carries_on {
+    use super::*;
+
+    async fn body(app: TestApp, runs: Arc<Mutex<Vec<&'static str>>>) {
+        let admin = app.login("admin@virel.com").await;
+        let q = app.queues.as_ref().unwrap();
+        for _ in 0..3 {
+            let job = virel_workers::Job::new(&virel_domain::jobs::kinds::Custom {
+                name: "panics".into(),
+                payload: json!({}),
+            });
+            q.push(job, None).await.unwrap();
+        }
+        for _ in 0..5 {
+            let job =
+                virel_workers::Job::new(&virel_domain::jobs::kinds::Custom { name: "fine".into(), payload: json!({}) });
+            q.push(job, None).await.unwrap();
+        }
+        let dead = app
+            .eventually(30, || async {
+                let (_, q) = app.get(&admin, "/system/queue").await;
+                let dead = q["dead_jobs"].as_array().cloned().unwrap_or_default();
+                (dead.len() == 3).then_some(dead)
+            })
+            .await
+            .expect("all three panicking jobs end dead");
+        for d in &dead {
+            assert_eq!(d["attempts"], 2, "{d}");
+            assert!(d["error"].as_str().unwrap().contains("panicked"), "{d}");
+        }
+        assert_eq!(runs.lock().unwrap().len(), 5, "the other jobs all ran");
+        assert_eq!(app.count("SELECT COUNT(*) AS n FROM exceptions WHERE type = 'job_failed'").await, 3);
+        // The pool is still there: a job pushed now runs.
+        let job =
+            virel_workers::Job::new(&virel_domain::jobs::kinds::Custom { name: "fine".into(), payload: json!({}) });
+        q.push(job, None).await.unwrap();
+        let ran = app.eventually(10, || async { (runs.lock().unwrap().len() == 6).then_some(()) }).await;
+        assert!(ran.is_some(), "the pool keeps taking jobs");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let app = TestApp::start_full(crate::harness::Engine::Sqlite, panicking_options(runs.clone())).await;
+        body(app, runs).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_redis() {
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let app = TestApp::start_full(crate::harness::Engine::Postgres, panicking_options(runs.clone())).await;
+        body(app, runs).await;
     }
 }
 

@@ -62,7 +62,7 @@ pub fn redis_url() -> String {
 /// How a test's workers are set up.
 #[derive(Clone)]
 pub struct WorkerOptions {
-    pub retry: virel_workers::RetryPolicy,
+    pub retry: virel_workers::RetrySettings,
     pub handlers: Vec<(String, virel_workers::CustomHandler)>,
     pub scheduler: bool,
     /// Schedulers to run (two prove the lease); the SLA sweep interval in seconds.
@@ -73,7 +73,7 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
-            retry: virel_workers::RetryPolicy::default(),
+            retry: virel_workers::RetrySettings::default(),
             handlers: vec![],
             scheduler: true,
             schedulers: 1,
@@ -201,12 +201,7 @@ impl TestApp {
         }
         let rt = std::sync::Arc::new(rt);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let cfg = virel_workers::WorkerConfig {
-            queues: virel_domain::jobs::QUEUES.to_vec(),
-            concurrency: [("critical", 8), ("ops", 16), ("heavy", 2)].into_iter().collect(),
-            retry: opts.retry,
-            liveness,
-        };
+        let cfg = virel_workers::WorkerConfig { retry: opts.retry, liveness, ..Default::default() };
         let mut background = Vec::new();
         {
             let (rt, stop) = (rt.clone(), stop_rx.clone());
@@ -215,9 +210,10 @@ impl TestApp {
             }));
         }
         for _ in 0..if opts.scheduler { opts.schedulers.max(1) } else { 0 } {
-            let (db, q, stop, secs) = (db.clone(), queues.clone(), stop_rx.clone(), opts.sweep_secs);
+            let (db, q, stop) = (db.clone(), std::sync::Arc::new(queues.clone()), stop_rx.clone());
+            let scfg = virel_scheduler::SchedulerConfig { sweep_secs: opts.sweep_secs, ..Default::default() };
             background.push(tokio::spawn(async move {
-                let _ = virel_scheduler::run_every(db, q, secs, stop).await;
+                let _ = virel_scheduler::run(db, q, scfg, stop).await;
             }));
         }
 

@@ -2,7 +2,6 @@
 //! and the outbox relay that feeds them. Handlers stay thin: parse the job, call a domain
 //! command, decide between done, retry (with backoff) and dead.
 
-pub mod job;
 pub mod notify;
 pub mod queue;
 mod relay;
@@ -10,65 +9,33 @@ mod runtime;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-pub use job::{Job, JobKind, RetryPolicy};
 pub use queue::{Liveness, Queues};
 pub use relay::run_relay;
-pub use runtime::{CustomHandler, Runtime};
-use virel_domain::jobs::QUEUES;
+pub use runtime::Runtime;
+pub use virel_domain::jobs::{CustomHandler, Job, Queue, RetrySettings};
 
+/// What a worker process runs: which queues, how many jobs at once on each, the retry
+/// settings and the liveness of its workers.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
-    pub queues: Vec<&'static str>,
-    pub concurrency: HashMap<&'static str, usize>,
-    pub retry: RetryPolicy,
+    pub queues: Vec<Queue>,
+    pub concurrency: HashMap<Queue, usize>,
+    pub retry: RetrySettings,
     pub liveness: Liveness,
+    /// This machine's name, part of each worker's name in the queue backend.
+    pub host: String,
 }
 
-fn env_num<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>> {
-    match std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
-        None => Ok(None),
-        Some(v) => v.trim().parse().map(Some).map_err(|_| anyhow::anyhow!("{name} must be a number (got {v:?})")),
-    }
-}
-
-impl WorkerConfig {
-    /// The queues to consume (all three when `names` is empty), with concurrency, retry and
-    /// liveness settings from the environment (see the README).
-    pub fn from_env(names: &[String]) -> anyhow::Result<WorkerConfig> {
-        let mut queues = Vec::new();
-        for n in names {
-            let q = QUEUES
-                .iter()
-                .find(|q| **q == n.trim())
-                .ok_or_else(|| anyhow::anyhow!("unknown queue {n:?}: expected critical, ops or heavy"))?;
-            if !queues.contains(q) {
-                queues.push(*q);
-            }
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            queues: Queue::ALL.to_vec(),
+            concurrency: [(Queue::Critical, 8), (Queue::Ops, 16), (Queue::Heavy, 2)].into_iter().collect(),
+            retry: RetrySettings::default(),
+            liveness: Liveness::default(),
+            host: "virel".into(),
         }
-        if queues.is_empty() {
-            queues = QUEUES.to_vec();
-        }
-        let mut concurrency = HashMap::new();
-        for (q, default) in [("critical", 8), ("ops", 16), ("heavy", 2)] {
-            let n: usize = env_num(&format!("VIREL_CONCURRENCY_{}", q.to_uppercase()))?.unwrap_or(default);
-            concurrency.insert(q, n.max(1));
-        }
-        let d = RetryPolicy::default();
-        let retry = RetryPolicy {
-            attempts_default: env_num("VIREL_RETRY_ATTEMPTS")?.unwrap_or(d.attempts_default),
-            attempts_notification: env_num("VIREL_RETRY_ATTEMPTS_NOTIFICATION")?.unwrap_or(d.attempts_notification),
-            base: env_num("VIREL_RETRY_BASE_MS")?.map(Duration::from_millis).unwrap_or(d.base),
-            cap: env_num("VIREL_RETRY_CAP_MS")?.map(Duration::from_millis).unwrap_or(d.cap),
-        };
-        let l = Liveness::default();
-        let liveness = Liveness {
-            heartbeat: env_num("VIREL_HEARTBEAT_MS")?.map(Duration::from_millis).unwrap_or(l.heartbeat),
-            missed_heartbeats: env_num("VIREL_MISSED_HEARTBEATS")?.unwrap_or(l.missed_heartbeats),
-            poll: env_num("VIREL_POLL_MS")?.map(Duration::from_millis).unwrap_or(l.poll),
-        };
-        Ok(WorkerConfig { queues, concurrency, retry, liveness })
     }
 }
 

@@ -3,7 +3,19 @@
 
 use uuid::Uuid;
 use virel_domain::commands::notifications;
+use virel_domain::jobs::{BoxFut, Notifier};
 use virel_domain::{Db, DomainResult};
+
+/// The configured channels (none yet: every channel is disabled).
+#[derive(Clone, Debug, Default)]
+pub struct Channels {}
+
+impl Notifier for Channels {
+    fn send(&self, db: &Db, id: Uuid) -> BoxFut<'_, DomainResult<()>> {
+        let db = db.clone();
+        Box::pin(async move { send(&db, id).await })
+    }
+}
 
 /// Sends a queued notification, or records why it cannot be sent. A disabled channel is a
 /// permanent failure: retrying cannot help, so it fails at once and tells an operator.

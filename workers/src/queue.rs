@@ -11,12 +11,9 @@ use apalis_redis::RedisStorage;
 use apalis_sqlite::SqliteStorage;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use serde_json::Value;
 use sqlx::SqlitePool;
-use virel_domain::jobs::{BoxFut, LiveQueue, QUEUES, QueueBackend};
+use virel_domain::jobs::{BoxFut, Job, LiveQueue, Queue, QueueBackend};
 use virel_domain::{DomainError, DomainResult};
-
-use crate::job::Job;
 
 /// Liveness settings shared by producers and workers: a worker that misses
 /// `missed_heartbeats` beats is dead, and its jobs in hand go back to the queue.
@@ -35,8 +32,8 @@ impl Default for Liveness {
 
 #[derive(Clone)]
 pub enum Queues {
-    Redis { conn: ConnectionManager, url: String, prefix: String, storages: HashMap<&'static str, RedisStorage<Job>> },
-    Sqlite { pool: SqlitePool, storages: HashMap<&'static str, SqliteStorage<Job>> },
+    Redis { conn: ConnectionManager, url: String, prefix: String, storages: HashMap<Queue, RedisStorage<Job>> },
+    Sqlite { pool: SqlitePool, storages: HashMap<Queue, SqliteStorage<Job>> },
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> DomainError {
@@ -59,9 +56,9 @@ impl Queues {
     pub async fn redis(url: &str, prefix: &str, l: &Liveness) -> DomainResult<Queues> {
         let conn =
             apalis_redis::connect(url).await.map_err(|e| unavailable("cannot connect to Redis (REDIS_URL)", e))?;
-        let storages = QUEUES
+        let storages = Queue::ALL
             .into_iter()
-            .map(|q| (q, RedisStorage::new(conn.clone()).with_config(redis_config(prefix, q, l))))
+            .map(|q| (q, RedisStorage::new(conn.clone()).with_config(redis_config(prefix, q.as_str(), l))))
             .collect();
         Ok(Queues::Redis { conn, url: url.to_string(), prefix: prefix.to_string(), storages })
     }
@@ -78,13 +75,16 @@ impl Queues {
             .await
             .map_err(|e| unavailable("cannot open the queue database", e))?;
         SqliteStorage::setup(&pool).await.map_err(|e| unavailable("cannot prepare the queue database", e))?;
-        let storages =
-            QUEUES.into_iter().map(|q| (q, SqliteStorage::new(&pool).with_config(sqlite_config(q, l)))).collect();
+        let storages = Queue::ALL
+            .into_iter()
+            .map(|q| (q, SqliteStorage::new(&pool).with_config(sqlite_config(q.as_str(), l))))
+            .collect();
         Ok(Queues::Sqlite { pool, storages })
     }
 
     /// Pushes a job on its queue, to run now or after `delay`.
-    pub async fn push(&self, queue: &'static str, job: Job, delay: Option<Duration>) -> DomainResult<()> {
+    pub async fn push(&self, job: Job, delay: Option<Duration>) -> DomainResult<()> {
+        let queue = job.queue;
         let mut task = TaskBuilder::new(job);
         if let Some(d) = delay {
             // The backends schedule in whole seconds: round up, so a job never runs early.
@@ -96,28 +96,28 @@ impl Queues {
         let task = task.build();
         match self {
             Queues::Redis { storages, .. } => {
-                let mut s = storages.get(queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
+                let mut s = storages.get(&queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
                 s.push_task(task).await.map_err(|e| unavailable("cannot push to Redis", e))
             }
             Queues::Sqlite { storages, .. } => {
-                let mut s = storages.get(queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
+                let mut s = storages.get(&queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
                 s.push_task(task).await.map_err(|e| unavailable("cannot push to the queue database", e))
             }
         }
     }
 
     /// Pushes several jobs onto one queue at once (one round trip on Redis), to run now.
-    pub async fn push_many(&self, queue: &'static str, jobs: Vec<Job>) -> DomainResult<()> {
+    pub async fn push_many(&self, queue: Queue, jobs: Vec<Job>) -> DomainResult<()> {
         if jobs.is_empty() {
             return Ok(());
         }
         match self {
             Queues::Redis { storages, .. } => {
-                let mut s = storages.get(queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
+                let mut s = storages.get(&queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
                 s.push_bulk(jobs).await.map_err(|e| unavailable("cannot push to Redis", e))
             }
             Queues::Sqlite { storages, .. } => {
-                let mut s = storages.get(queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
+                let mut s = storages.get(&queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
                 s.push_bulk(jobs).await.map_err(|e| unavailable("cannot push to the queue database", e))
             }
         }
@@ -168,10 +168,10 @@ impl Queues {
         }
     }
 
-    async fn live_numbers(&self, queue: &'static str) -> DomainResult<LiveQueue> {
+    async fn live_numbers(&self, queue: Queue) -> DomainResult<LiveQueue> {
         match self {
             Queues::Redis { conn, storages, .. } => {
-                let cfg = storages.get(queue).ok_or(DomainError::NotFound { entity: "queue" })?.get_config().clone();
+                let cfg = storages.get(&queue).ok_or(DomainError::NotFound { entity: "queue" })?.get_config().clone();
                 let mut c = conn.clone();
                 let err = |e: redis::RedisError| unavailable("Redis", e);
                 let pending: i64 = c.llen(cfg.active_jobs_list()).await.map_err(err)?;
@@ -217,7 +217,7 @@ impl Queues {
                             SUM(status IN ('Queued', 'Running')) AS running, MIN(CASE WHEN status = 'Pending' AND run_at <= $2 THEN run_at END) AS oldest
                      FROM Jobs WHERE job_type = $1",
                 )
-                .bind(queue)
+                .bind(queue.as_str())
                 .bind(now)
                 .fetch_one(pool)
                 .await
@@ -228,7 +228,7 @@ impl Queues {
                 }
                 let w: W =
                     sqlx::query_as("SELECT COUNT(*) AS n FROM Workers WHERE worker_type = $1 AND last_seen > $2")
-                        .bind(queue)
+                        .bind(queue.as_str())
                         .bind(now - 30)
                         .fetch_one(pool)
                         .await
@@ -253,17 +253,19 @@ impl QueueBackend for Queues {
         }
     }
 
-    fn live(&self, queue: &'static str) -> BoxFut<'_, DomainResult<LiveQueue>> {
+    fn push(&self, job: Job, delay: Option<Duration>) -> BoxFut<'_, DomainResult<()>> {
+        Box::pin(Queues::push(self, job, delay))
+    }
+
+    fn push_many(&self, queue: Queue, jobs: Vec<Job>) -> BoxFut<'_, DomainResult<()>> {
+        Box::pin(Queues::push_many(self, queue, jobs))
+    }
+
+    fn live(&self, queue: Queue) -> BoxFut<'_, DomainResult<LiveQueue>> {
         Box::pin(self.live_numbers(queue))
     }
 
-    fn requeue(&self, queue: &'static str, job: Value) -> BoxFut<'_, DomainResult<()>> {
-        Box::pin(async move {
-            let mut job: Job =
-                serde_json::from_value(job).map_err(|e| DomainError::Internal(format!("dead job JSON: {e}")))?;
-            job.attempt = 0;
-            job.enqueued_at = chrono::Utc::now();
-            self.push(queue, job, None).await
-        })
+    fn vacuum(&self, age: Duration) -> BoxFut<'_, DomainResult<u64>> {
+        Box::pin(Queues::vacuum(self, age))
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use virel_domain::outbox;
 
-use crate::job::{Job, JobKind};
+use virel_domain::jobs::{Job, Queue, kinds};
+
 use crate::runtime::Runtime;
 
 const BATCH: i64 = 200;
@@ -60,10 +61,9 @@ pub async fn relay_once(rt: &Runtime) -> virel_domain::DomainResult<usize> {
     if batch.events.is_empty() {
         return Ok(0);
     }
-    let mut by_queue: std::collections::BTreeMap<&'static str, Vec<Job>> = Default::default();
-    for e in &batch.events {
-        let job = Job::new(JobKind::Event { event_id: e.id, event_type: e.kind.clone() });
-        by_queue.entry(job.kind.queue()).or_default().push(job);
+    let mut by_queue: std::collections::HashMap<Queue, Vec<Job>> = Default::default();
+    for job in batch.events.iter().flat_map(kinds::for_event) {
+        by_queue.entry(job.queue).or_default().push(job);
     }
     for (queue, jobs) in by_queue {
         rt.queues.push_many(queue, jobs).await?;

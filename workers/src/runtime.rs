@@ -1,57 +1,61 @@
-//! What a worker process holds (database, queues, retry policy, custom handlers, counters),
-//! the one job handler every pool runs, and the apalis pools themselves.
+//! What a worker process holds (database, queues, retry settings, the job kinds it knows,
+//! custom handlers, counters), the one job handler every pool runs, and the apalis pools.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apalis::prelude::*;
+use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::watch;
-use virel_domain::automation::{self, actions::is_transient};
-use virel_domain::commands::maintenance;
-use virel_domain::jobs::{self, BoxFut, Counts};
-use virel_domain::{Ctx, Db, DomainError};
+use virel_domain::Db;
+use virel_domain::jobs::{
+    self, Counts, CustomHandler, Job, JobCx, JobError, Notifier, Queue, QueueBackend, Registry, RetrySettings, kinds,
+};
 
-use crate::job::{Job, JobKind, RetryPolicy};
+use crate::WorkerConfig;
+use crate::notify::Channels;
 use crate::queue::Queues;
-use crate::{WorkerConfig, notify};
-
-/// A handler registered by name for `JobKind::Custom` jobs. Err is a failure to retry.
-pub type CustomHandler = Arc<dyn Fn(Value) -> BoxFut<'static, Result<(), String>> + Send + Sync>;
 
 pub struct Runtime {
     pub db: Db,
     pub queues: Queues,
-    pub retry: RetryPolicy,
-    custom: HashMap<String, CustomHandler>,
-    counts: Mutex<HashMap<&'static str, Counts>>,
-}
-
-enum Failure {
-    /// Worth another attempt (the database or a provider was down).
-    Transient(String),
-    /// Retrying cannot help.
-    Permanent(String),
-}
-
-impl From<DomainError> for Failure {
-    fn from(e: DomainError) -> Failure {
-        if is_transient(&e) { Failure::Transient(e.to_string()) } else { Failure::Permanent(e.to_string()) }
-    }
+    pub retry: RetrySettings,
+    /// The same queues, as the port job handlers see.
+    port: Arc<dyn QueueBackend>,
+    registry: Registry,
+    notifier: Arc<dyn Notifier>,
+    custom: Arc<HashMap<String, CustomHandler>>,
+    counts: Mutex<HashMap<Queue, Counts>>,
 }
 
 impl Runtime {
-    pub fn new(db: Db, queues: Queues, retry: RetryPolicy) -> Runtime {
-        Runtime { db, queues, retry, custom: HashMap::new(), counts: Mutex::new(HashMap::new()) }
+    pub fn new(db: Db, queues: Queues, retry: RetrySettings) -> Runtime {
+        Runtime {
+            db,
+            port: Arc::new(queues.clone()),
+            queues,
+            retry,
+            registry: kinds::registry(),
+            notifier: Arc::new(Channels::default()),
+            custom: Arc::new(HashMap::new()),
+            counts: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn with_handler(mut self, name: &str, h: CustomHandler) -> Runtime {
-        self.custom.insert(name.to_string(), h);
+        Arc::make_mut(&mut self.custom).insert(name.to_string(), h);
         self
     }
 
-    fn count(&self, queue: &'static str, f: impl FnOnce(&mut Counts)) {
+    pub fn with_notifier(mut self, n: Arc<dyn Notifier>) -> Runtime {
+        self.notifier = n;
+        self
+    }
+
+    fn count(&self, queue: Queue, f: impl FnOnce(&mut Counts)) {
         if let Ok(mut m) = self.counts.lock() {
             f(m.entry(queue).or_default());
         }
@@ -59,102 +63,84 @@ impl Runtime {
 
     /// Adds the counters gathered since the last flush to the per-minute rows.
     pub async fn flush_counts(&self) {
-        let taken: Vec<(&'static str, Counts)> = match self.counts.lock() {
+        let taken: Vec<(Queue, Counts)> = match self.counts.lock() {
             Ok(mut m) => m.drain().collect(),
             Err(_) => return,
         };
         let minute = jobs::minute_of(virel_domain::now());
         for (q, c) in taken {
-            if let Err(e) = jobs::add_counts(&self.db, q, minute, &c).await {
+            if let Err(e) = jobs::add_counts(&self.db, q.as_str(), minute, &c).await {
                 tracing::warn!(error = %e, "cannot record job counters");
             }
         }
     }
 
-    async fn execute(&self, job: &Job) -> Result<(), Failure> {
-        match &job.kind {
-            JobKind::Event { event_id, event_type } => {
-                let out = automation::process_event(&self.db, *event_id).await?;
-                if out.rules_matched > 0 || out.loop_stopped {
-                    tracing::debug!(event = %event_id, ?out, "automation");
-                }
-                if event_type == "notification.queued" {
-                    let id = self.notification_of(*event_id).await?;
-                    notify::send(&self.db, id).await?;
-                }
-                Ok(())
-            }
-            JobKind::DelayedAction { execution_id } => {
-                automation::run_delayed(&self.db, *execution_id).await?;
-                Ok(())
-            }
-            JobKind::SlaSweep => {
-                let out = virel_domain::sla::sweep(&self.db).await?;
-                if out.warned > 0 || out.escalated.iter().any(|n| *n > 0) {
-                    tracing::info!(?out, "SLA sweep");
-                }
-                Ok(())
-            }
-            JobKind::BookingClock => {
-                let out = virel_domain::sla::booking_clock(&self.db).await?;
-                if out.starting_soon > 0 || out.safety_checks > 0 {
-                    tracing::info!(?out, "booking clock");
-                }
-                Ok(())
-            }
-            JobKind::Retention => {
-                maintenance::purge_expired(&self.db, &Ctx::system()).await?;
-                let n = self.queues.vacuum(Duration::from_secs(3600)).await?;
-                tracing::info!(finished_jobs_forgotten = n, "retention");
-                Ok(())
-            }
-            JobKind::Custom { name, payload } => match self.custom.get(name) {
-                Some(h) => h(payload.clone()).await.map_err(Failure::Transient),
-                None => Err(Failure::Permanent(format!("no handler registered for job kind {name}"))),
-            },
+    fn cx(&self, job: &Job) -> JobCx {
+        JobCx {
+            db: self.db.clone(),
+            queues: self.port.clone(),
+            notifier: self.notifier.clone(),
+            custom: self.custom.clone(),
+            job_id: job.id,
+            attempt: job.attempt,
         }
-    }
-
-    async fn notification_of(&self, event_id: uuid::Uuid) -> Result<uuid::Uuid, Failure> {
-        let e = virel_domain::commands::events::load(&self.db, event_id).await?;
-        Ok(e.subject_id)
     }
 
     /// Runs one job to an outcome: done; failed and pushed again after a backoff; or dead
     /// (kept, reported, retryable) once its attempts are spent or retrying cannot help.
+    /// A handler that panics has failed an attempt like any other: the pool carries on.
     pub async fn process(&self, job: Job) -> Result<(), BoxDynError> {
-        let queue = job.kind.queue();
-        let failure = match self.execute(&job).await {
-            Ok(()) => {
+        let queue = job.queue;
+        let run = AssertUnwindSafe(self.registry.run(&job, self.cx(&job))).catch_unwind();
+        let failure = match run.await {
+            Ok(Ok(())) => {
                 self.count(queue, |c| c.done += 1);
                 return Ok(());
             }
-            Err(f) => f,
+            Ok(Err(f)) => f,
+            Err(panic) => JobError::Transient(format!("the handler panicked: {}", panic_message(&panic))),
         };
         let attempts = job.attempt + 1;
         let (message, permanent) = match failure {
-            Failure::Transient(m) => (m, false),
-            Failure::Permanent(m) => (m, true),
+            JobError::Transient(m) => (m, false),
+            JobError::Permanent(m) => (m, true),
         };
         self.count(queue, |c| c.failed += 1);
-        if !permanent && attempts < self.retry.attempts(&job.kind) {
-            let delay = self.retry.backoff(attempts);
-            tracing::warn!(job = %job.id, kind = job.kind.name(), attempt = attempts, ?delay, error = %message, "job failed; retrying");
+        let retry = self.registry.retry(&job.kind, &self.retry);
+        if !permanent && attempts < retry.attempts {
+            let delay = retry.backoff(attempts);
+            tracing::warn!(job = %job.id, kind = %job.kind, attempt = attempts, ?delay, error = %message, "job failed; retrying");
             let next = Job { attempt: attempts, ..job.clone() };
             // If the queue is down too, the error goes to apalis, which keeps the job.
-            self.queues.push(queue, next, Some(delay)).await.map_err(|e| Box::new(e) as BoxDynError)?;
+            self.queues.push(next, Some(delay)).await.map_err(|e| Box::new(e) as BoxDynError)?;
             self.count(queue, |c| c.retried += 1);
             return Ok(());
         }
-        tracing::error!(job = %job.id, kind = job.kind.name(), attempts, error = %message, "job is dead");
-        let raise = job.kind.name() != "notification";
+        tracing::error!(job = %job.id, kind = %job.kind, attempts, error = %message, "job is dead");
+        let raise =
+            match AssertUnwindSafe(self.registry.on_dead(&job, self.cx(&job), message.clone())).catch_unwind().await {
+                Ok(Ok(raise)) => raise,
+                Ok(Err(e)) => {
+                    tracing::warn!(job = %job.id, error = %e, "dead-job hook failed");
+                    true
+                }
+                Err(_) => true,
+            };
         let json = serde_json::to_value(&job).unwrap_or(Value::Null);
-        jobs::record_dead(&self.db, queue, job.kind.name(), json, attempts as i64, &message, raise)
+        let label = self.registry.label(&job);
+        jobs::record_dead(&self.db, queue.as_str(), &label, json, attempts as i64, &message, raise)
             .await
             .map_err(|e| Box::new(e) as BoxDynError)?;
         self.count(queue, |c| c.dead += 1);
         Ok(())
     }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 async fn handle(job: Job, rt: Data<Arc<Runtime>>) -> Result<(), BoxDynError> {
@@ -180,9 +166,9 @@ macro_rules! register_pool {
 pub async fn run_pools(rt: Arc<Runtime>, cfg: &WorkerConfig, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut pools = tokio::task::JoinSet::new();
     for q in cfg.queues.clone() {
-        let n = cfg.concurrency.get(q).copied().unwrap_or(1);
-        let (rt, stop, poll) = (rt.clone(), stop.clone(), cfg.liveness.poll);
-        pools.spawn(supervise(rt, q, n, poll, stop));
+        let n = cfg.concurrency.get(&q).copied().unwrap_or(1);
+        let (rt, stop, poll, host) = (rt.clone(), stop.clone(), cfg.liveness.poll, cfg.host.clone());
+        pools.spawn(supervise(rt, q, n, poll, host, stop));
     }
     tracing::info!(queues = ?cfg.queues, backend = rt.queues_name(), "worker pools started");
     let flusher = {
@@ -221,12 +207,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// 15 s). The jobs the failed worker held come back through the backend's orphan recovery.
 async fn supervise(
     rt: Arc<Runtime>,
-    q: &'static str,
+    q: Queue,
     n: usize,
     poll: Duration,
+    host: String,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "virel".into());
     let mut pause = Duration::from_secs(1);
     loop {
         // Unique per start: a restarted worker must not be mistaken for its dead predecessor.
@@ -235,11 +221,11 @@ async fn supervise(
         let monitor = Monitor::new().shutdown_timeout(Duration::from_secs(30));
         let monitor = match &rt.queues {
             Queues::Redis { storages, .. } => {
-                let s = storages.get(q).cloned().ok_or_else(|| anyhow::anyhow!("no queue {q}"))?;
+                let s = storages.get(&q).cloned().ok_or_else(|| anyhow::anyhow!("no queue {q}"))?;
                 register_pool!(monitor, s, worker, n, rt.clone(), poll)
             }
             Queues::Sqlite { storages, .. } => {
-                let s = storages.get(q).cloned().ok_or_else(|| anyhow::anyhow!("no queue {q}"))?;
+                let s = storages.get(&q).cloned().ok_or_else(|| anyhow::anyhow!("no queue {q}"))?;
                 register_pool!(monitor, s, worker, n, rt.clone(), poll)
             }
         };
@@ -265,7 +251,7 @@ async fn supervise(
         if started.elapsed() > Duration::from_secs(60) {
             pause = Duration::from_secs(1);
         }
-        tracing::warn!(queue = q, error = ?res.err(), ?pause, "worker pool stopped unexpectedly; restarting");
+        tracing::warn!(queue = %q, error = ?res.err(), ?pause, "worker pool stopped unexpectedly; restarting");
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             changed = stop.changed() => if changed.is_err() || *stop.borrow() { return Ok(()) },
@@ -276,7 +262,6 @@ async fn supervise(
 
 impl Runtime {
     pub fn queues_name(&self) -> &'static str {
-        use virel_domain::jobs::QueueBackend;
         self.queues.name()
     }
 }

@@ -39,7 +39,7 @@ impl Api {
         let db_ok = self.state.db.ping().await;
         let queue = match &self.state.queues {
             None => json!({"status": "not_connected", "detail": "this process runs without a queue connection"}),
-            Some(q) => match q.live("ops").await {
+            Some(q) => match q.live(virel_domain::jobs::Queue::Ops).await {
                 Ok(_) => json!({"status": "ok", "backend": q.name()}),
                 Err(e) => json!({"status": "down", "backend": q.name(), "detail": e.to_string()}),
             },

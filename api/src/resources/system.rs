@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use serde_json::Value;
 use uuid::Uuid;
-use virel_domain::jobs::{self, QUEUES};
+use virel_domain::jobs::{self, Queue};
 use virel_domain::policy::Permission;
 use virel_domain::{DomainError, commands::authorize};
 
@@ -85,11 +85,11 @@ pub async fn overview(state: &AppState) -> ApiResult<QueueOverview> {
     let backend =
         state.queues.as_ref().ok_or_else(|| DomainError::Unavailable("this process has no queue connection".into()))?;
     let mut queues = Vec::new();
-    for q in QUEUES {
+    for q in Queue::ALL {
         let live = backend.live(q).await?;
-        let s = jobs::stats(&state.db, q).await?;
+        let s = jobs::stats(&state.db, q.as_str()).await?;
         queues.push(QueueOut {
-            name: q.into(),
+            name: q.as_str().into(),
             pending: live.pending,
             scheduled: live.scheduled,
             running: live.running,

@@ -1,9 +1,5 @@
 //! What the queues leave in the database: dead jobs (kept with their error, retryable),
-//! per-minute outcome counters, and the interface through which the API reads the live
-//! queues and retries a dead job without knowing which backend (Redis or SQLite) holds them.
-
-use std::future::Future;
-use std::pin::Pin;
+//! per-minute outcome counters and the outbox's lag.
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::Serialize;
@@ -18,6 +14,8 @@ use crate::error::{DomainError, DomainResult};
 use crate::policy::Permission;
 use crate::store::Db;
 use crate::{Ctx, new_id, now, q_all, q_exec, q_opt};
+
+use super::kind::{Queue, QueueBackend};
 
 pub const QUEUES: [&str; 3] = ["critical", "ops", "heavy"];
 
@@ -43,18 +41,8 @@ pub struct LiveQueue {
     pub oldest_pending_age_secs: Option<i64>,
 }
 
-pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Implemented by the worker runtime for its backend; the API holds one.
-pub trait QueueBackend: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn live(&self, queue: &'static str) -> BoxFut<'_, DomainResult<LiveQueue>>;
-    /// Pushes a job (its JSON, as the runtime wrote it) back onto a queue, to run now.
-    fn requeue(&self, queue: &'static str, job: Value) -> BoxFut<'_, DomainResult<()>>;
-}
-
-pub fn queue_name(q: &str) -> DomainResult<&'static str> {
-    QUEUES.into_iter().find(|x| *x == q).ok_or(DomainError::NotFound { entity: "queue" })
+pub fn queue_name(q: &str) -> DomainResult<Queue> {
+    Queue::parse(q).ok_or(DomainError::NotFound { entity: "queue" })
 }
 
 /// Keeps a job that exhausted its attempts and tells an operator: a job_failed exception
@@ -129,7 +117,7 @@ pub async fn retry_dead(
     let queue = queue_name(queue)?;
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
-    let dead = q_opt!(&mut conn, DeadJob, "SELECT * FROM dead_jobs WHERE id = $1 AND queue = $2", id, queue)?
+    let dead = q_opt!(&mut conn, DeadJob, "SELECT * FROM dead_jobs WHERE id = $1 AND queue = $2", id, queue.as_str())?
         .ok_or(DomainError::NotFound { entity: "dead job" })?;
     if dead.retried_at.is_some() {
         return Err(DomainError::Duplicate("this dead job was already retried".into()));
@@ -142,7 +130,7 @@ pub async fn retry_dead(
         "job",
         Some(id.to_string()),
         None,
-        Some(json!({"queue": queue, "kind": dead.kind})),
+        Some(json!({"queue": queue.as_str(), "kind": dead.kind})),
     )
     .await?;
     // Pushed before the commit: if the push fails the job stays dead and retryable.
