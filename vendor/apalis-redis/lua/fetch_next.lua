@@ -22,20 +22,35 @@ if not registered then
     error("Cant fetch next: worker not registered")
 end
 
--- 1. Promote any due scheduled jobs
+-- Lua's unpack() fails with "too many results to unpack" past LUAI_MAXCSTACK
+-- (about 8000 in Redis): never unpack more than UNPACK_CHUNK ids at a time.
+local UNPACK_CHUNK = 1000
+local function call_chunked(cmd, key, ids)
+    for i = 1, #ids, UNPACK_CHUNK do
+        redis.call(cmd, key, unpack(ids, i, math.min(i + UNPACK_CHUNK - 1, #ids)))
+    end
+end
+
+-- 1. Promote due scheduled jobs, the earliest first, at most PROMOTE_LIMIT per
+-- fetch (and never fewer than a batch): a backlog of any size drains over
+-- successive fetches, and each call stays short.
+local PROMOTE_LIMIT = math.max(1000, tonumber(ARGV[2]))
 local scheduled_ids = redis.call(
     "zrangebyscore",
     KEYS[7],
     0,
-    ARGV[1]
+    ARGV[1],
+    "LIMIT",
+    0,
+    PROMOTE_LIMIT
 )
 
 if #scheduled_ids > 0 then
     -- Push scheduled jobs onto the active queue
-    redis.call("rpush", KEYS[2], unpack(scheduled_ids))
+    call_chunked("rpush", KEYS[2], scheduled_ids)
 
     -- Remove promoted jobs from the scheduled set
-    redis.call("zrem", KEYS[7], unpack(scheduled_ids))
+    call_chunked("zrem", KEYS[7], scheduled_ids)
 
     -- Signal that jobs are available
     redis.call("del", KEYS[5])
@@ -56,17 +71,18 @@ local meta = {}
 
 if count > 0 then
     -- Mark jobs as inflight
-    redis.call("sadd", worker_inflight_set, unpack(task_ids))
+    call_chunked("sadd", worker_inflight_set, task_ids)
 
     -- Remove fetched jobs from the active queue
     redis.call("ltrim", KEYS[2], count, -1)
 
-    -- Fetch job data
-    results = redis.call(
-        "hmget",
-        KEYS[4],
-        unpack(task_ids)
-    )
+    -- Fetch job data (in chunks too: the batch size is configurable)
+    for i = 1, count, UNPACK_CHUNK do
+        local part = redis.call("hmget", KEYS[4], unpack(task_ids, i, math.min(i + UNPACK_CHUNK - 1, count)))
+        for _, data in ipairs(part) do
+            table.insert(results, data)
+        end
+    end
 
     -- Fetch metadata
     for _, task_id in ipairs(task_ids) do

@@ -41,7 +41,10 @@ else
     reenqueued = #all_jobs
 
     if reenqueued > 0 then
-        redis.call("rpush", KEYS[2], unpack(all_jobs))
+        -- unpack() is capped near 8000 elements (LUAI_MAXCSTACK): push in chunks
+        for i = 1, reenqueued, 1000 do
+            redis.call("rpush", KEYS[2], unpack(all_jobs, i, math.min(i + 999, reenqueued)))
+        end
         redis.call("del", worker_inflight_set)
 
         for _, job_id in ipairs(all_jobs) do
