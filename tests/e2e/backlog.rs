@@ -200,7 +200,7 @@ async fn backlog_of_50k_due_jobs_drains(engine: Engine) {
 
     let started = Instant::now();
     let (stop, pools) = start_workers(&s, &seen);
-    let took = drained(&seen, BACKLOG, started, Duration::from_secs(120)).await;
+    let took = drained(&seen, BACKLOG, started, Duration::from_secs(60)).await;
     eprintln!("{engine:?}: {BACKLOG} due jobs pushed in {pushed_in:?}, drained in {took:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     seen.assert_each_once();

@@ -31,19 +31,24 @@ local function call_chunked(cmd, key, ids)
     end
 end
 
--- 1. Promote due scheduled jobs, the earliest first, at most PROMOTE_LIMIT per
--- fetch (and never fewer than a batch): a backlog of any size drains over
--- successive fetches, and each call stays short.
-local PROMOTE_LIMIT = math.max(1000, tonumber(ARGV[2]))
-local scheduled_ids = redis.call(
-    "zrangebyscore",
-    KEYS[7],
-    0,
-    ARGV[1],
-    "LIMIT",
-    0,
-    PROMOTE_LIMIT
-)
+-- 1. Promote due scheduled jobs, the earliest first, in bounded batches: only
+-- enough to bring the active list up to ACTIVE_TARGET (at least a batch).
+-- A backlog of any size drains over successive fetches, each call stays short,
+-- and the active list stays short (acquire_leases runs an LREM over it per task).
+local ACTIVE_TARGET = math.max(1000, tonumber(ARGV[2]))
+local room = ACTIVE_TARGET - redis.call("llen", KEYS[2])
+local scheduled_ids = {}
+if room > 0 then
+    scheduled_ids = redis.call(
+        "zrangebyscore",
+        KEYS[7],
+        0,
+        ARGV[1],
+        "LIMIT",
+        0,
+        room
+    )
+end
 
 if #scheduled_ids > 0 then
     -- Push scheduled jobs onto the active queue
