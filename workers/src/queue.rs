@@ -51,6 +51,35 @@ pub fn sqlite_config(queue: &str, l: &Liveness) -> apalis_sqlite::Config {
     apalis_sqlite::Config::default().queue(queue).heartbeat_interval(l.heartbeat).missed_heartbeats(l.missed_heartbeats)
 }
 
+/// Fixed planner statistics for apalis-sqlite's `Jobs` table. Without them (the queue database
+/// is never analysed while it holds a backlog) SQLite runs the per-batch lock
+/// (`id IN json_each(..) AND status IN (..)`) through the status index and the ack
+/// (`lock_by = ? AND id = ..`) through the worker index: each batch scans every pending job, or
+/// every job the worker ever finished, and a 50,000-job backlog drains at ~100 jobs/s, slower as
+/// it grows. With them both look jobs up by id. The numbers only describe shapes: `id` is
+/// unique, a status or a worker matches many rows. (SQLite documents writing `sqlite_stat1`
+/// by hand to steer the planner.)
+async fn pin_sqlite_plans(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // Creates `sqlite_stat1` when missing; the Workers table is small.
+    sqlx::query("ANALYZE Workers").execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM sqlite_stat1 WHERE tbl = 'Jobs'").execute(&mut *tx).await?;
+    for (idx, stat) in [
+        ("sqlite_autoindex_Jobs_1", "1000000 1"),
+        ("idx_jobs_status_run_at", "1000000 200000 2"),
+        ("idx_jobs_job_type_status_run_at", "1000000 300000 100000 2"),
+        ("idx_jobs_claimable", "1000000 300000 100000"),
+        ("LIdx", "1000000 100000"),
+    ] {
+        sqlx::query("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('Jobs', $1, $2)")
+            .bind(idx)
+            .bind(stat)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
 impl Queues {
     /// Redis queues under `prefix` (several deployments or test runs can share one Redis).
     pub async fn redis(url: &str, prefix: &str, l: &Liveness) -> DomainResult<Queues> {
@@ -65,16 +94,27 @@ impl Queues {
 
     /// SQLite queues in their own file (apalis sets its own pragmas on the pool it is given).
     pub async fn sqlite(path: &std::path::Path, l: &Liveness) -> DomainResult<Queues> {
+        // WAL with synchronous=NORMAL on every connection (apalis' `setup` sets its pragmas on
+        // whichever pooled connection runs them, so only on one of them).
         let opts = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .map_err(|e| unavailable("cannot open the queue database", e))?;
+        let open = || async {
+            sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts.clone())
+                .await
+                .map_err(|e| unavailable("cannot open the queue database", e))
+        };
+        let pool = open().await?;
         SqliteStorage::setup(&pool).await.map_err(|e| unavailable("cannot prepare the queue database", e))?;
+        pin_sqlite_plans(&pool).await.map_err(|e| unavailable("cannot prepare the queue database", e))?;
+        // Connections read the planner statistics when they open: start afresh.
+        pool.close().await;
+        let pool = open().await?;
         let storages = Queue::ALL
             .into_iter()
             .map(|q| (q, SqliteStorage::new(&pool).with_config(sqlite_config(q.as_str(), l))))
@@ -114,7 +154,16 @@ impl Queues {
         match self {
             Queues::Redis { storages, .. } => {
                 let mut s = storages.get(&queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
-                s.push_bulk(jobs).await.map_err(|e| unavailable("cannot push to Redis", e))
+                // A bounded script call each: one carrying tens of thousands of jobs can outlast
+                // the client's response timeout.
+                let mut jobs = jobs;
+                while !jobs.is_empty() {
+                    let rest = jobs.split_off(jobs.len().min(1000));
+                    s.push_bulk(std::mem::replace(&mut jobs, rest))
+                        .await
+                        .map_err(|e| unavailable("cannot push to Redis", e))?;
+                }
+                Ok(())
             }
             Queues::Sqlite { storages, .. } => {
                 let mut s = storages.get(&queue).cloned().ok_or(DomainError::NotFound { entity: "queue" })?;
