@@ -484,7 +484,9 @@ pub async fn assign(db: &Db, ctx: &Ctx, kind: &str, id: Uuid, assign_to: Option<
     let who = match assign_to.as_deref() {
         None | Some("") => None,
         Some("round_robin") => {
-            let picked = assignment::round_robin(&mut db.acquire().await?.conn(), db.settings().max_open_items_per_operator).await?;
+            let picked =
+                assignment::round_robin(&mut db.acquire().await?.conn(), db.settings().max_open_items_per_operator)
+                    .await?;
             Some(picked.ok_or_else(|| DomainError::GuardFailed {
                 guard: "operator_available",
                 message: "no operator on duty has room for more work".into(),

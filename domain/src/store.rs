@@ -130,7 +130,6 @@ impl Pool {
             )))
         }
     }
-
 }
 
 impl Db {

@@ -7,8 +7,9 @@ use chrono::Duration;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::crud::Rule;
+use super::engine::{envelope, insert_execution};
 use super::rules::{self, Action};
-use super::{Rule, envelope, insert_execution};
 use crate::commands::bookings::{self, BookingTransition};
 use crate::commands::exceptions::{self, NewException};
 use crate::commands::inquiries::{self, InquiryTransition};
