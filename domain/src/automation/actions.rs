@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use chrono::Duration;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -246,7 +245,12 @@ async fn perform(tx: &mut Tx, ctx: &Ctx, rule: &Rule, event: &DomainEvent, a: &A
         "create_task" => {
             let (subject_type, subject_id) = subject_for_records(event);
             let assignee_id = resolve_assignee(tx, event, a.str_param("assign_to")).await?;
-            let due_at = a.params.get("due_in_minutes").and_then(Value::as_i64).map(|m| now() + Duration::minutes(m));
+            let due_at = a
+                .params
+                .get("due_in_minutes")
+                .and_then(Value::as_i64)
+                .map(|m| crate::sla::calendar::plus_minutes(now(), m, "due_in_minutes"))
+                .transpose()?;
             let t = tasks::insert(
                 &mut tx.conn(),
                 ctx,

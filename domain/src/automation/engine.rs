@@ -1,6 +1,6 @@
 //! The engine: evaluating an event against the enabled rules, recording each verdict and action.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::FromRow;
@@ -187,21 +187,21 @@ pub async fn process_event(db: &Db, event_id: Uuid) -> DomainResult<EventOutcome
         for (i, action) in rule.actions.0.iter().enumerate() {
             let delay = action.delay();
             if delay > 0 {
+                // A delay beyond the calendar (a row written around the validation) fails this
+                // action, recorded like any refused action; the others carry on.
+                let (status, error, run_at) =
+                    match crate::sla::calendar::plus_minutes(now(), delay, &format!("actions[{i}].delay_minutes")) {
+                        Ok(t) => ("scheduled", None, Some(t)),
+                        Err(e) => ("failed", Some(e.to_string()), None),
+                    };
                 let mut tx = db.begin().await?;
-                if insert_execution(
-                    &mut tx.conn(),
-                    rule.id,
-                    event.id,
-                    i as i64,
-                    "scheduled",
-                    None,
-                    None,
-                    0,
-                    Some(now() + Duration::minutes(delay)),
-                )
-                .await?
+                if insert_execution(&mut tx.conn(), rule.id, event.id, i as i64, status, None, error, 0, run_at).await?
                 {
-                    out.actions_scheduled += 1;
+                    if run_at.is_some() {
+                        out.actions_scheduled += 1;
+                    } else {
+                        out.actions_failed += 1;
+                    }
                 }
                 tx.commit().await?;
                 continue;

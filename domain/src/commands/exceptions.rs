@@ -45,7 +45,8 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, e: NewException) -> DomainRe
     let title = e.title.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| e.kind.replace('_', " "));
     let id = new_id();
     let at = now();
-    let due_at = crate::sla::policy_for(conn, "exception", &e.kind).await?.map(|p| crate::sla::deadline(&p, at));
+    let due_at =
+        crate::sla::policy_for(conn, "exception", &e.kind).await?.map(|p| crate::sla::deadline(&p, at)).transpose()?;
     q_exec!(
         conn,
         "INSERT INTO exceptions (id, type, title, severity, status, subject_type, subject_id, assignee_id, created_by, created_at,

@@ -93,7 +93,7 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> DomainResult<
     let policy = crate::sla::policy_for(conn, "task", &t.kind).await?;
     let due_at = match t.due_at {
         Some(d) => Some(d),
-        None => policy.as_ref().map(|p| crate::sla::deadline(p, at)),
+        None => policy.as_ref().map(|p| crate::sla::deadline(p, at)).transpose()?,
     };
     // A task about an inquiry that already waits on the client starts with its clock stopped.
     let paused_at = match (&t.subject_type, t.subject_id, &policy) {

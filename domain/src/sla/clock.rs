@@ -186,7 +186,10 @@ pub async fn booking_clock(db: &Db) -> DomainResult<ClockOutcome> {
                         subject_type: Some("booking".into()),
                         subject_id: Some(b.id),
                         assignee_id: bk.assignee_id,
-                        due_at: Some(when + Duration::minutes(grace)),
+                        due_at: Some(
+                            super::calendar::plus_minutes(when, grace, "minutes")
+                                .unwrap_or(when + Duration::minutes(15)),
+                        ),
                     },
                 )
                 .await?;

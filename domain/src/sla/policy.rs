@@ -1,6 +1,6 @@
 //! SLA policies: the rows and their defaults, the deadline and state they give an item, edits.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 use sqlx::types::Json;
@@ -29,6 +29,9 @@ pub struct Policy {
     pub updated_at: DateTime<Utc>,
     pub version: i64,
 }
+
+/// The longest an escalation level may wait after the deadline: 30 days.
+pub const MAX_ESCALATION_SECS: i64 = 30 * 24 * 3600;
 
 /// The defaults of SPEC §7, written once when absent (all editable).
 pub async fn seed_defaults(db: &Db) -> DomainResult<usize> {
@@ -79,8 +82,12 @@ pub async fn policy_for(conn: &mut Conn<'_>, kind: &str, item_type: &str) -> Dom
 }
 
 /// The deadline of an item created at `at` under `p`.
-pub fn deadline(p: &Policy, at: DateTime<Utc>) -> DateTime<Utc> {
-    if p.business_hours { p.calendar.0.add_working_minutes(at, p.minutes) } else { at + Duration::minutes(p.minutes) }
+pub fn deadline(p: &Policy, at: DateTime<Utc>) -> DomainResult<DateTime<Utc>> {
+    if p.business_hours {
+        p.calendar.0.add_working_minutes(at, p.minutes)
+    } else {
+        super::calendar::plus_minutes(at, p.minutes, "minutes")
+    }
 }
 
 /// breached, at_risk (less than the policy's share of its window left) or ok. A paused clock
@@ -133,10 +140,12 @@ pub async fn update_policy(db: &Db, ctx: &Ctx, id: Uuid, p: PolicyPatch) -> Doma
         return Err(DomainError::invalid("at_risk_percent must be between 1 and 99"));
     }
     if let Some(e) = &p.escalation_secs
-        && (e.len() != 3 || e.iter().any(|s| *s < 0) || e.windows(2).any(|w| w[1] < w[0]))
+        && (e.len() != 3
+            || e.iter().any(|s| !(0..=MAX_ESCALATION_SECS).contains(s))
+            || e.windows(2).any(|w| w[1] < w[0]))
     {
         return Err(DomainError::invalid(
-            "escalation_secs: three non-decreasing delays after the deadline, in seconds",
+            "escalation_secs: three non-decreasing delays after the deadline, in seconds, each 0 to 2592000 (30 days)",
         ));
     }
     if let Some(c) = &p.calendar {
@@ -183,6 +192,8 @@ pub async fn update_policy(db: &Db, ctx: &Ctx, id: Uuid, p: PolicyPatch) -> Doma
 
 #[cfg(test)]
 mod tests {
+    use chrono::Duration;
+
     use super::*;
 
     fn at(s: &str) -> DateTime<Utc> {

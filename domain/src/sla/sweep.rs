@@ -1,6 +1,5 @@
 //! The SLA sweep: at-risk warnings and the escalation ladder it climbs for overdue items.
 
-use chrono::Duration;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::FromRow;
@@ -71,7 +70,9 @@ pub async fn sweep(db: &Db) -> DomainResult<SweepOutcome> {
         }
         let level = t.escalation_level + 1;
         let after = p.escalation_secs.0.get((level - 1) as usize).copied().unwrap_or(0);
-        if at < due + Duration::seconds(after) {
+        // A delay beyond the calendar (a row written around the validation) never fires.
+        let Ok(fires_at) = super::calendar::plus_seconds(due, after, "escalation_secs") else { continue };
+        if at < fires_at {
             continue;
         }
         if escalate(db, t.id, level).await? {
