@@ -14,7 +14,6 @@ use crate::commands::notes::{self, NewNote};
 use crate::commands::notifications::{self, Message};
 use crate::commands::{assignment, authorize, emit, exceptions, tasks, write_audit};
 use crate::error::{DomainError, DomainResult};
-use crate::machine::BOOKING;
 use crate::policy::Permission;
 use crate::rows::{Exception, Task};
 use crate::store::{Conn, Db};
@@ -234,7 +233,7 @@ impl<'c, 'a> Builder<'c, 'a> {
             due_at: e.due_at,
             sla_state: state.into(),
             sla_paused: e.paused_at.is_some(),
-            escalation_level: 0,
+            escalation_level: e.escalation_level,
             assignee_name: self.user_name(e.assignee_id).await?,
             assignee_id: e.assignee_id,
             subject: self.subject(&e.subject_type, e.subject_id).await?,
@@ -347,8 +346,9 @@ async fn reload(db: &Db, kind: &str, id: Uuid) -> DomainResult<Item> {
 }
 
 /// Confirm: completes a confirm_booking task and moves its booking one step forward through
-/// the booking state machine (draft → pending → deposit_required → confirmed), in one
-/// transaction; if the booking cannot move (a guard says no), nothing changes.
+/// the booking state machine (draft → pending → deposit_required → confirmed, never further),
+/// in one transaction; if the booking cannot move (confirmed or later, or a guard says no),
+/// it answers 409 and nothing changes.
 pub async fn confirm(db: &Db, ctx: &Ctx, kind: &str, id: Uuid) -> DomainResult<Item> {
     let it = visible_item(db, ctx, kind, id).await?;
     authorize(db, ctx, Permission::TasksWrite, "task").await?;
@@ -367,13 +367,18 @@ pub async fn confirm(db: &Db, ctx: &Ctx, kind: &str, id: Uuid) -> DomainResult<I
     }
     let mut tx = db.begin().await?;
     let booking = bookings::load(&mut tx.conn(), booking_id).await?;
-    let next =
-        BOOKING.allowed_from(&booking.status).into_iter().find(|s| !matches!(*s, "cancelled" | "no_show")).ok_or_else(
-            || DomainError::GuardFailed {
+    // Only up to confirmed: starting or completing a booking is never a Confirm.
+    let next = match booking.status.as_str() {
+        "draft" => "pending",
+        "pending" => "deposit_required",
+        "deposit_required" => "confirmed",
+        other => {
+            return Err(DomainError::GuardFailed {
                 guard: "booking_forward",
-                message: format!("the booking is {} and cannot move forward", booking.status),
-            },
-        )?;
+                message: format!("the booking is {other}; Confirm moves a booking only up to confirmed"),
+            });
+        }
+    };
     bookings::transition_in(
         &mut tx,
         ctx,

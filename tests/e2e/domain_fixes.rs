@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::fixtures::rand_n;
+use crate::fixtures::{self, rand_n};
 use crate::harness::{TestApp, WorkerOptions};
 use crate::{both_engines, both_engines_full};
 
@@ -169,3 +169,198 @@ both_engines_full!(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 );
+
+#[derive(sqlx::FromRow)]
+struct Stats {
+    bookings_count: i64,
+    completed_count: i64,
+}
+
+both_engines!(confirm_never_starts_or_completes_a_booking, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    let c = fixtures::client(&app, &admin).await;
+    let m = fixtures::model(&app, &admin).await;
+    // Starts in ten minutes: confirmed → in_progress would be allowed by the machine.
+    let b = fixtures::booking_for(&app, &admin, &m["id"], &c["id"], 10, "pending").await;
+    let bid = b["id"].as_str().unwrap().to_string();
+    app.ok(&admin, &format!("/bookings/{bid}/status"), json!({"status": "deposit_required"}), 200).await;
+    app.ok(
+        &admin,
+        &format!("/bookings/{bid}/status"),
+        json!({"status": "confirmed", "override": true, "reason": "deposit taken in cash"}),
+        200,
+    )
+    .await;
+    let task = app
+        .ok(&admin, "/tasks", json!({"type": "confirm_booking", "subject_type": "booking", "subject_id": bid}), 201)
+        .await;
+    let tid = task["id"].as_str().unwrap().to_string();
+    let model_id = uuid(&m);
+    let stats = async || {
+        let mut h = app.db.acquire().await.unwrap();
+        virel_domain::q_opt!(
+            &mut h.conn(),
+            Stats,
+            "SELECT bookings_count, completed_count FROM model_stats WHERE model_id = $1",
+            model_id
+        )
+        .unwrap()
+        .map(|s| (s.bookings_count, s.completed_count))
+    };
+    let stats_before = stats().await;
+    let changes = "SELECT COUNT(*) AS n FROM domain_events WHERE type = 'booking.status_changed'";
+    let changes_before = app.count(changes).await;
+    for attempt in 0..2 {
+        let (s, body) = app.post(Some(&admin), &format!("/action-center/task/{tid}/confirm"), json!({})).await;
+        assert_eq!(s, StatusCode::CONFLICT, "Confirm #{attempt} on a confirmed booking: {body}");
+        assert_eq!(body["error"]["code"], "guard_failed", "{body}");
+        let (_, bk) = app.get(&admin, &format!("/bookings/{bid}")).await;
+        assert_eq!(bk["status"], "confirmed", "the booking stays confirmed after Confirm #{attempt}");
+    }
+    let (_, t) = app.get(&admin, &format!("/tasks/{tid}")).await;
+    assert_eq!(t["status"], "open", "the task is untouched: {t}");
+    assert_eq!(t["version"], task["version"]);
+    assert_eq!(stats().await, stats_before, "no stats bumped");
+    assert_eq!(app.count(changes).await, changes_before, "no status change recorded");
+});
+
+/// Workers and scheduler, the SLA sweep every second.
+fn sweeping() -> WorkerOptions {
+    WorkerOptions { sweep_secs: 1, ..Default::default() }
+}
+
+async fn policy_id(app: &TestApp, token: &str, kind: &str, item_type: &str) -> String {
+    let (_, b) = app.get(token, "/sla-policies").await;
+    b.as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == kind && p["item_type"] == item_type)
+        .unwrap_or_else(|| panic!("no policy {kind}/{item_type}: {b}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn event_count(app: &TestApp, event_type: &str, subject_id: Uuid) -> i64 {
+    #[derive(sqlx::FromRow)]
+    struct N {
+        n: i64,
+    }
+    let mut h = app.db.acquire().await.unwrap();
+    virel_domain::q_one!(
+        &mut h.conn(),
+        N,
+        "SELECT COUNT(*) AS n FROM domain_events WHERE type = $1 AND subject_id = $2",
+        event_type.to_string(),
+        subject_id
+    )
+    .unwrap()
+    .n
+}
+
+both_engines_full!(in_progress_tasks_and_exceptions_climb_the_sla_ladder, sweeping(), async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    let tommy = app.login("tommy@virel.com").await;
+    let lukas = app.login("lukas@virel.com").await;
+    let lukas_id = app.user_id("lukas@virel.com").await;
+    let tommy_id = app.user_id("tommy@virel.com").await;
+    let fast = json!({"escalation_secs": [0, 2, 4]});
+    let pid = policy_id(&app, &admin, "task", "follow_up").await;
+    let (s, b) = app.patch(&tommy, &format!("/sla-policies/{pid}"), fast.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let pid = policy_id(&app, &admin, "exception", "payment_failed").await;
+    let (s, b) = app.patch(&tommy, &format!("/sla-policies/{pid}"), fast).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    // A task being worked on past its deadline escalates like an untouched one.
+    let due = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let t = app
+        .ok(
+            &admin,
+            "/tasks",
+            json!({"type": "follow_up", "title": "Working on it", "assignee_id": lukas_id, "due_at": due}),
+            201,
+        )
+        .await;
+    let tid = t["id"].as_str().unwrap().to_string();
+    app.ok(&lukas, &format!("/tasks/{tid}/status"), json!({"status": "in_progress"}), 200).await;
+
+    // payment_failed: the 10-minute SLA sets the deadline; brought forward so the test need not wait.
+    let e = app
+        .ok(
+            &admin,
+            "/exceptions",
+            json!({"type": "payment_failed", "severity": "medium", "assignee_id": lukas_id}),
+            201,
+        )
+        .await;
+    let eid = uuid(&e);
+    let window = chrono::DateTime::parse_from_rfc3339(e["due_at"].as_str().expect("a deadline from the SLA")).unwrap()
+        - chrono::DateTime::parse_from_rfc3339(e["created_at"].as_str().unwrap()).unwrap();
+    assert_eq!(window.num_minutes(), 10, "{e}");
+    // A second one, acknowledged: it never climbs.
+    let quiet = app
+        .ok(
+            &admin,
+            "/exceptions",
+            json!({"type": "payment_failed", "severity": "medium", "assignee_id": lukas_id}),
+            201,
+        )
+        .await;
+    let qid = uuid(&quiet);
+    app.ok(&lukas, &format!("/action-center/exception/{qid}/acknowledge"), json!({}), 200).await;
+    {
+        let mut h = app.db.acquire().await.unwrap();
+        let past = virel_domain::now() - chrono::Duration::seconds(1);
+        for id in [eid, qid] {
+            virel_domain::q_exec!(&mut h.conn(), "UPDATE exceptions SET due_at = $1 WHERE id = $2", past, id).unwrap();
+        }
+    }
+
+    let task_level = async || {
+        let (_, t) = app.get(&admin, &format!("/tasks/{tid}")).await;
+        t["escalation_level"].as_i64().unwrap()
+    };
+    // The rung is the database's (the Action Center shows it; the exceptions resource does not).
+    let exception = async |id: Uuid| {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            escalation_level: i64,
+            severity: String,
+            assignee_id: Option<Uuid>,
+        }
+        let mut h = app.db.acquire().await.unwrap();
+        let r = virel_domain::q_one!(
+            &mut h.conn(),
+            Row,
+            "SELECT escalation_level, severity, assignee_id FROM exceptions WHERE id = $1",
+            id
+        )
+        .unwrap();
+        json!({"id": id, "escalation_level": r.escalation_level, "severity": r.severity, "assignee_id": r.assignee_id})
+    };
+    let reached = app
+        .eventually(15, || async {
+            (task_level().await == 3 && exception(eid).await["escalation_level"] == 3).then_some(())
+        })
+        .await;
+    assert!(reached.is_some(), "both reach level 3: task {}, exception {}", task_level().await, exception(eid).await);
+    let (_, t) = app.get(&admin, &format!("/tasks/{tid}")).await;
+    assert_eq!(t["status"], "in_progress", "{t}");
+    assert_eq!(t["assignee_id"], tommy_id.as_str(), "level 2 handed it to the OPS_MANAGER: {t}");
+    assert_eq!(event_count(&app, "task.sla_breached", uuid(&t)).await, 3);
+
+    let ex = exception(eid).await;
+    assert_eq!(ex["assignee_id"], tommy_id.as_str(), "level 2 hands the exception to the OPS_MANAGER: {ex}");
+    assert_eq!(ex["severity"], "critical", "level 3 makes it critical: {ex}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(event_count(&app, "exception.sla_breached", eid).await, 3, "each level once");
+    let (_, list) = app.get(&admin, "/action-center").await;
+    let item = list["items"].as_array().unwrap().iter().find(|i| i["id"] == ex["id"]).cloned().expect("listed");
+    assert_eq!(item["escalation_level"], 3, "{item}");
+
+    let q = exception(qid).await;
+    assert_eq!(q["escalation_level"], 0, "acknowledged: no escalation: {q}");
+    assert_eq!(q["assignee_id"], lukas_id.as_str());
+    assert_eq!(event_count(&app, "exception.sla_breached", qid).await, 0);
+});

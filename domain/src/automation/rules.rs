@@ -58,6 +58,7 @@ pub const TRIGGERS: &[(&str, &[&str])] = &[
     ("exception.status_changed", EXCEPTION_FIELDS),
     ("exception.resolved", EXCEPTION_FIELDS),
     ("exception.assigned", EXCEPTION_FIELDS),
+    ("exception.sla_breached", EXCEPTION_FIELDS),
     ("notification.sent", NOTIFICATION_FIELDS),
     ("notification.failed", NOTIFICATION_FIELDS),
     ("client.created", &["client_id", "client"]),

@@ -10,4 +10,4 @@ pub mod sweep;
 pub use calendar::Calendar;
 pub use clock::{ClockOutcome, booking_clock, client_confirmed, pause_for_subject};
 pub use policy::{Policy, PolicyPatch, deadline, list_policies, policy_for, seed_defaults, state, update_policy};
-pub use sweep::{SweepOutcome, escalate, sweep};
+pub use sweep::{SweepOutcome, escalate, escalate_exception, sweep};

@@ -20,7 +20,8 @@ pub struct SweepOutcome {
     pub escalated: [usize; 3],
 }
 
-/// One SLA sweep: at-risk warnings, then one escalation level per overdue task. Every step is
+/// One SLA sweep: at-risk warnings, then one escalation level per overdue task or exception
+/// (open or in progress, not acknowledged; SPEC §7). Every step is
 /// a guarded update, so two sweeps at once (two schedulers, a redelivered job) do each step
 /// exactly once.
 pub async fn sweep(db: &Db) -> DomainResult<SweepOutcome> {
@@ -63,9 +64,9 @@ pub async fn sweep(db: &Db) -> DomainResult<SweepOutcome> {
             }
             tx.commit().await?;
         }
-        // Escalation: open tasks nobody has taken (acknowledged or in progress).
+        // Escalation: open or in-progress tasks past their deadline that nobody acknowledged.
         let (Some(due), Some(p)) = (t.due_at, p) else { continue };
-        if t.status != "open" || t.acknowledged_at.is_some() || t.escalation_level >= 3 {
+        if t.acknowledged_at.is_some() || t.escalation_level >= 3 {
             continue;
         }
         let level = t.escalation_level + 1;
@@ -84,15 +85,30 @@ pub async fn sweep(db: &Db) -> DomainResult<SweepOutcome> {
         q_all!(
             &mut h.conn(),
             Exception,
-            "SELECT * FROM exceptions WHERE status = 'open' AND due_at IS NOT NULL AND paused_at IS NULL AND sla_warned_at IS NULL"
+            "SELECT * FROM exceptions WHERE status = 'open' AND due_at IS NOT NULL AND paused_at IS NULL
+                 AND (sla_warned_at IS NULL OR escalation_level < 3)"
         )?
     };
     for e in exceptions_open {
-        let pct = policy_for(&mut db.acquire().await?.conn(), "exception", &e.kind)
-            .await?
-            .map(|p| p.at_risk_percent)
-            .unwrap_or(20);
+        let p = policy_for(&mut db.acquire().await?.conn(), "exception", &e.kind).await?;
+        let pct = p.as_ref().map(|p| p.at_risk_percent).unwrap_or(20);
         if state(at, e.due_at, e.sla_started_at.unwrap_or(e.created_at), None, pct) == "ok" {
+            continue;
+        }
+        // The ladder, as for tasks: one level per sweep once its delay after the deadline passed.
+        if let (Some(due), Some(p)) = (e.due_at, &p)
+            && e.escalation_level < 3
+        {
+            let level = e.escalation_level + 1;
+            let after = p.escalation_secs.0.get((level - 1) as usize).copied().unwrap_or(0);
+            if let Ok(fires_at) = super::calendar::plus_seconds(due, after, "escalation_secs")
+                && at >= fires_at
+                && escalate_exception(db, e.id, level).await?
+            {
+                out.escalated[(level - 1) as usize] += 1;
+            }
+        }
+        if e.sla_warned_at.is_some() {
             continue;
         }
         let mut tx = db.begin().await?;
@@ -136,7 +152,7 @@ pub async fn escalate(db: &Db, task_id: Uuid, level: i64) -> DomainResult<bool> 
     let n = q_exec!(
         &mut conn,
         "UPDATE tasks SET escalation_level = $1, updated_at = $2, version = version + 1
-         WHERE id = $3 AND escalation_level = $4 AND status = 'open' AND acknowledged_at IS NULL",
+         WHERE id = $3 AND escalation_level = $4 AND status IN ('open', 'in_progress') AND acknowledged_at IS NULL",
         level,
         now(),
         task_id,
@@ -234,6 +250,98 @@ pub async fn escalate(db: &Db, task_id: Uuid, level: i64) -> DomainResult<bool> 
         Some(task_id.to_string()),
         Some(snapshot(&before)),
         Some(json!({"level": level, "task": snapshot(&after), "detail": payload})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Climbs one rung of the ladder for an exception, once: level 1 tells the assignee (the
+/// Action Center pushes the breach), level 2 hands it to the least-loaded OPS_MANAGER and
+/// raises it to at least high severity, level 3 makes it critical for the OWNER. No new
+/// exception is raised about an exception, so the ladder cannot feed itself. False when
+/// another sweep got there first, or the exception was acknowledged meanwhile.
+pub async fn escalate_exception(db: &Db, exception_id: Uuid, level: i64) -> DomainResult<bool> {
+    let ctx = Ctx::system();
+    let mut tx = db.begin().await?;
+    let mut conn = tx.conn();
+    let before = exceptions::load(&mut conn, exception_id).await?;
+    let severity = match level {
+        2 if !matches!(before.severity.as_str(), "high" | "critical") => "high",
+        3 => "critical",
+        _ => before.severity.as_str(),
+    }
+    .to_string();
+    let n = q_exec!(
+        &mut conn,
+        "UPDATE exceptions SET escalation_level = $1, severity = $2, updated_at = $3, version = version + 1
+         WHERE id = $4 AND escalation_level = $5 AND status = 'open'",
+        level,
+        severity.clone(),
+        now(),
+        exception_id,
+        level - 1
+    )?;
+    if n == 0 {
+        return Ok(false);
+    }
+    let mut payload = json!({"exception_id": exception_id, "type": before.kind, "level": level, "due_at": before.due_at,
+        "severity": severity, "assignee_id": before.assignee_id, "subject_type": before.subject_type,
+        "subject_id": before.subject_id});
+    match level {
+        2 => {
+            let manager = q_opt!(
+                &mut conn,
+                Pick,
+                "SELECT u.id FROM users u WHERE u.role = 'OPS_MANAGER' AND u.active = $1
+                 ORDER BY (SELECT COUNT(*) FROM tasks t WHERE t.assignee_id = u.id AND t.status IN ('open', 'in_progress')), u.id LIMIT 1",
+                true
+            )?
+            .map(|p| p.id);
+            if let Some(m) = manager
+                && Some(m) != before.assignee_id
+            {
+                q_exec!(
+                    &mut conn,
+                    "UPDATE exceptions SET assignee_id = $1, version = version + 1 WHERE id = $2",
+                    m,
+                    exception_id
+                )?;
+                emit(
+                    &mut conn,
+                    &ctx,
+                    "exception.assigned",
+                    "exception",
+                    exception_id,
+                    json!({"exception_id": exception_id, "assignee_id": m, "previous_assignee_id": before.assignee_id,
+                           "type": before.kind, "severity": severity, "reason": "sla escalation"}),
+                )
+                .await?;
+            }
+            payload["reassigned_to"] = json!(manager);
+        }
+        3 => {
+            let owner = q_opt!(
+                &mut conn,
+                Pick,
+                "SELECT id FROM users WHERE role = 'OWNER' AND active = $1 ORDER BY id LIMIT 1",
+                true
+            )?
+            .map(|p| p.id);
+            payload["notified_owner"] = json!(owner);
+        }
+        _ => {}
+    }
+    emit(&mut conn, &ctx, "exception.sla_breached", "exception", exception_id, payload.clone()).await?;
+    let after = exceptions::load(&mut conn, exception_id).await?;
+    write_audit(
+        &mut conn,
+        &ctx,
+        "exception.escalated",
+        "exception",
+        Some(exception_id.to_string()),
+        Some(snapshot(&before)),
+        Some(json!({"level": level, "exception": snapshot(&after), "detail": payload})),
     )
     .await?;
     tx.commit().await?;
