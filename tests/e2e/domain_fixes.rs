@@ -364,3 +364,100 @@ both_engines_full!(in_progress_tasks_and_exceptions_climb_the_sla_ladder, sweepi
     assert_eq!(q["assignee_id"], lukas_id.as_str());
     assert_eq!(event_count(&app, "exception.sla_breached", qid).await, 0);
 });
+
+both_engines!(the_action_center_lists_ten_thousand_open_items_in_order, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    let booking = fixtures::booking(&app, &admin, 3 * 24 * 60).await;
+    let bid = uuid(&booking);
+    let lukas = Uuid::parse_str(&app.user_id("lukas@virel.com").await).unwrap();
+    let (_, before) = app.get(&admin, "/action-center").await;
+    let base_total = before["counts"]["total"].as_u64().unwrap();
+    let base_breached = before["counts"]["breached"].as_u64().unwrap();
+
+    // 7,000 tasks and 3,000 exceptions, oldest first; the newest of each kind is overdue.
+    let (tasks, exceptions) = (7_000, 3_000);
+    let at = virel_domain::now();
+    let (mut late_task, mut late_exception) = (Uuid::nil(), Uuid::nil());
+    {
+        let mut tx = app.db.begin().await.unwrap();
+        let mut conn = tx.conn();
+        for i in 0..tasks {
+            let id = Uuid::now_v7();
+            let last = i == tasks - 1;
+            let due = if last { at - chrono::Duration::minutes(5) } else { at + chrono::Duration::seconds(86_400 + i) };
+            if last {
+                late_task = id;
+            }
+            virel_domain::q_exec!(
+                &mut conn,
+                "INSERT INTO tasks (id, type, title, priority, status, assignee_id, subject_type, subject_id, due_at,
+                     created_by, created_at, updated_at)
+                 VALUES ($1, 'follow_up', $2, 'normal', 'open', $3, 'booking', $4, $5, 'system', $6, $6)",
+                id,
+                format!("Bulk task {i}"),
+                lukas,
+                bid,
+                due,
+                at
+            )
+            .unwrap();
+        }
+        for i in 0..exceptions {
+            let id = Uuid::now_v7();
+            let last = i == exceptions - 1;
+            let due = if last { at - chrono::Duration::minutes(4) } else { at + chrono::Duration::seconds(90_000 + i) };
+            if last {
+                late_exception = id;
+            }
+            virel_domain::q_exec!(
+                &mut conn,
+                "INSERT INTO exceptions (id, type, title, severity, status, assignee_id, subject_type, subject_id, due_at,
+                     created_by, created_at, updated_at)
+                 VALUES ($1, 'no_show_risk', $2, 'medium', 'open', $3, 'booking', $4, $5, 'system', $6, $6)",
+                id,
+                format!("Bulk exception {i}"),
+                lukas,
+                bid,
+                due,
+                at
+            )
+            .unwrap();
+        }
+        drop(conn);
+        tx.commit().await.unwrap();
+    }
+
+    let started = std::time::Instant::now();
+    let (s, list) = app.get(&admin, "/action-center").await;
+    let took = started.elapsed();
+    assert_eq!(s, StatusCode::OK);
+    let items = list["items"].as_array().unwrap();
+    let total = base_total + (tasks + exceptions) as u64;
+    assert_eq!(list["counts"]["total"].as_u64().unwrap(), total, "every open item counted");
+    assert_eq!(items.len() as u64, total, "every open item listed");
+    assert_eq!(list["counts"]["breached"].as_u64().unwrap(), base_breached + 2);
+    let breached = (base_breached + 2) as usize;
+    let top: Vec<&str> = items[..breached].iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert!(top.contains(&late_task.to_string().as_str()), "the newest, overdue task is at the top: {top:?}");
+    assert!(top.contains(&late_exception.to_string().as_str()), "so is the overdue exception: {top:?}");
+    // The order holds over the whole list: breached first, then the soonest deadline.
+    let key = |i: &Value| (i["sla_state"] != "breached", i["due_at"].as_str().map(String::from));
+    for w in items.windows(2) {
+        let (a, b) = (key(&w[0]), key(&w[1]));
+        assert!(a.0 <= b.0, "breached first: {} then {}", w[0], w[1]);
+        if a.0 == b.0
+            && let (Some(x), Some(y)) = (&a.1, &b.1)
+        {
+            let (x, y) =
+                (chrono::DateTime::parse_from_rfc3339(x).unwrap(), chrono::DateTime::parse_from_rfc3339(y).unwrap());
+            assert!(x <= y, "soonest deadline first: {} then {}", w[0], w[1]);
+        }
+    }
+    // Names and labels, read with the list.
+    let bulk: Vec<&Value> = items.iter().filter(|i| i["subject"]["id"] == booking["id"]).collect();
+    assert_eq!(bulk.len(), tasks as usize + exceptions as usize);
+    let first_label = bulk[0]["subject"]["label"].as_str().unwrap().to_string();
+    assert!(first_label.contains(" · "), "a booking's label names its client and model: {first_label}");
+    assert!(bulk.iter().all(|i| i["subject"]["label"] == first_label.as_str() && i["assignee_name"].is_string()));
+    eprintln!("action center with {total} items: {took:?}");
+});
