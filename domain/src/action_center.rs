@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::commands::bookings::{self, BookingTransition};
 use crate::commands::notes::{self, NewNote};
 use crate::commands::notifications::{self, Message};
-use crate::commands::{assignment, authorize, emit, exceptions, tasks, write_audit};
+use crate::commands::{authorize, emit, exceptions, tasks, write_audit};
 use crate::error::{DomainError, DomainResult};
 use crate::policy::Permission;
 use crate::rows::{Exception, Task};
@@ -575,13 +575,16 @@ pub async fn assign(db: &Db, ctx: &Ctx, kind: &str, id: Uuid, assign_to: Option<
     let who = match assign_to.as_deref() {
         None | Some("") => None,
         Some("round_robin") => {
-            let picked =
-                assignment::round_robin(&mut db.acquire().await?.conn(), db.settings().max_open_items_per_operator)
-                    .await?;
-            Some(picked.ok_or_else(|| DomainError::GuardFailed {
-                guard: "operator_available",
-                message: "no operator on duty has room for more work".into(),
-            })?)
+            // The pick and the assignment commit together, so concurrent picks respect the cap.
+            match kind {
+                "task" => {
+                    tasks::assign_round_robin(db, ctx, id, Some(it.version)).await?;
+                }
+                _ => {
+                    exceptions::assign_round_robin(db, ctx, id, Some(it.version)).await?;
+                }
+            }
+            return reload(db, kind, id).await;
         }
         Some(id) => Some(
             Uuid::parse_str(id)

@@ -461,3 +461,114 @@ both_engines!(the_action_center_lists_ten_thousand_open_items_in_order, async |a
     assert!(bulk.iter().all(|i| i["subject"]["label"] == first_label.as_str() && i["assignee_name"].is_string()));
     eprintln!("action center with {total} items: {took:?}");
 });
+
+async fn events_of(app: &TestApp, event_type: &'static str) -> i64 {
+    #[derive(sqlx::FromRow)]
+    struct N {
+        n: i64,
+    }
+    let mut h = app.db.acquire().await.unwrap();
+    virel_domain::q_one!(&mut h.conn(), N, "SELECT COUNT(*) AS n FROM domain_events WHERE type = $1", event_type)
+        .unwrap()
+        .n
+}
+
+both_engines!(client_edits_keep_one_person_one_client_and_guarded, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    let a = fixtures::client(&app, &admin).await;
+    let b = fixtures::client(&app, &admin).await;
+    let (aid, bid) = (a["id"].as_str().unwrap().to_string(), b["id"].as_str().unwrap().to_string());
+    let (a_phone, a_email) = {
+        #[derive(sqlx::FromRow)]
+        struct C {
+            phone: Option<String>,
+            email: Option<String>,
+        }
+        let mut h = app.db.acquire().await.unwrap();
+        let c =
+            virel_domain::q_one!(&mut h.conn(), C, "SELECT phone, email FROM clients WHERE id = $1", uuid(&a)).unwrap();
+        (c.phone.unwrap(), c.email.unwrap())
+    };
+    for body in [json!({"phone": a_phone}), json!({"email": a_email.to_uppercase()})] {
+        let (s, r) = app.patch(&admin, &format!("/clients/{bid}"), body.clone()).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{body}: {r}");
+        assert_eq!(r["error"]["code"], "duplicate", "{r}");
+    }
+    let (_, now_b) = app.get(&admin, &format!("/clients/{bid}")).await;
+    assert_eq!(now_b["version"], b["version"], "B untouched");
+    // Its own number again is no duplicate.
+    let (s, r) = app.patch(&admin, &format!("/clients/{aid}"), json!({"phone": a_phone, "notes": "same"})).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+
+    // Eight blocks at once: one block, one client.blocked.
+    let blocked_before = events_of(&app, "client.blocked").await;
+    let path = format!("/clients/{bid}/block");
+    let blocks = (0..8).map(|_| app.post(Some(&admin), &path, json!({"reason": "abusive"})));
+    for (s, r) in futures::future::join_all(blocks).await {
+        assert!(s == StatusCode::OK || s == StatusCode::CONFLICT, "{s}: {r}");
+    }
+    assert_eq!(events_of(&app, "client.blocked").await, blocked_before + 1, "blocked once");
+
+    // A cancelled booking cannot be client-confirmed.
+    let bk = fixtures::booking(&app, &admin, 3 * 24 * 60).await;
+    let bkid = bk["id"].as_str().unwrap().to_string();
+    app.ok(
+        &admin,
+        &format!("/bookings/{bkid}/status"),
+        json!({"status": "cancelled", "reason": "client called off"}),
+        200,
+    )
+    .await;
+    let (s, r) = app.post(Some(&admin), &format!("/bookings/{bkid}/client-confirmed"), json!({})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{r}");
+    let (_, after) = app.get(&admin, &format!("/bookings/{bkid}")).await;
+    assert!(after["client_confirmed_at"].is_null(), "{after}");
+});
+
+both_engines!(every_edit_emits_a_domain_event, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    let c = fixtures::client(&app, &admin).await;
+    let cid = c["id"].as_str().unwrap().to_string();
+    let (s, r) = app.patch(&admin, &format!("/clients/{cid}"), json!({"notes": "prefers mornings"})).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(event_count(&app, "client.updated", uuid(&c)).await, 1);
+
+    let m = fixtures::model(&app, &admin).await;
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (s, r) = app.patch(&admin, &format!("/models/{mid}"), json!({"base_location": "Paris"})).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(event_count(&app, "model.updated", uuid(&m)).await, 1);
+
+    let sasha = app.user_id("sasha@virel.com").await;
+    let (s, r) = app.patch(&admin, &format!("/users/{sasha}"), json!({"on_duty": false})).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(event_count(&app, "user.updated", Uuid::parse_str(&sasha).unwrap()).await, 1);
+
+    let rule_body = json!({"name": "Note", "trigger": "inquiry.created", "actions": [{"type": "add_note", "params": {"text": "a"}}]});
+    let rule = app.ok(&admin, "/automation/rules", rule_body.clone(), 201).await;
+    let mut edit = rule_body;
+    edit["name"] = json!("Note, renamed");
+    edit["enabled"] = json!(false);
+    let (s, r) = app
+        .send(
+            reqwest::Method::PUT,
+            Some(&admin),
+            &format!("/automation/rules/{}", rule["id"].as_str().unwrap()),
+            Some(edit),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(event_count(&app, "rule.updated", uuid(&rule)).await, 1);
+
+    let pid = policy_id(&app, &admin, "task", "*").await;
+    let (s, r) = app.patch(&admin, &format!("/sla-policies/{pid}"), json!({"minutes": 200})).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(event_count(&app, "sla_policy.updated", Uuid::parse_str(&pid).unwrap()).await, 1);
+
+    // A blocked client's inquiry is lost like any other loss.
+    app.ok(&admin, &format!("/clients/{cid}/block"), json!({"reason": "abusive"}), 200).await;
+    assert_eq!(event_count(&app, "client.blocked", uuid(&c)).await, 1);
+    let inq = app.ok(&admin, "/inquiries", json!({"source": "web", "client_id": cid}), 201).await;
+    assert_eq!(inq["status"], "lost", "{inq}");
+    assert_eq!(event_count(&app, "inquiry.lost", uuid(&inq)).await, 1);
+});

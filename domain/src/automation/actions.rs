@@ -188,7 +188,7 @@ async fn resolve_assignee(tx: &mut Tx, event: &DomainEvent, assign_to: Option<&s
         None => Ok(None),
         Some("round_robin") => {
             let cap = tx.settings().max_open_items_per_operator;
-            assignment::round_robin(&mut tx.conn(), cap).await
+            assignment::round_robin(tx, cap).await
         }
         Some("assignee") => {
             if let Some(a) =

@@ -143,6 +143,16 @@ pub async fn update_rule(db: &Db, ctx: &Ctx, id: Uuid, r: RuleInput) -> DomainRe
         return Err(DomainError::VersionConflict { entity: "automation rule", current_version: None });
     }
     let after = load_rule(&mut conn, id).await?;
+    let changed = crate::commands::changed_fields(&snapshot(&before), &snapshot(&after));
+    crate::commands::emit(
+        &mut conn,
+        ctx,
+        "rule.updated",
+        "automation_rule",
+        id,
+        serde_json::json!({"rule_id": id, "trigger": after.trigger, "enabled": after.enabled, "changed": changed}),
+    )
+    .await?;
     write_audit(
         &mut conn,
         ctx,

@@ -280,6 +280,25 @@ pub async fn assign(
     Ok(after)
 }
 
+/// Assigns a task to the operator round robin picks, the pick inside the same transaction.
+/// Handing work to someone else needs `tasks:all` from an OPERATOR, as for any assignment.
+pub async fn assign_round_robin(db: &Db, ctx: &Ctx, id: Uuid, version: Option<i64>) -> DomainResult<Task> {
+    authorize(db, ctx, Permission::TasksWrite, "task").await?;
+    let current = load(&mut db.acquire().await?.conn(), id).await?;
+    if !ctx.sees_all_items() {
+        authorize(db, ctx, Permission::TasksAll, "task").await?;
+    }
+    let mut tx = db.begin().await?;
+    let cap = tx.settings().max_open_items_per_operator;
+    let who = super::assignment::round_robin(&mut tx, cap).await?.ok_or_else(|| DomainError::GuardFailed {
+        guard: "operator_available",
+        message: "no operator on duty has room for more work".into(),
+    })?;
+    let after = assign_in(&mut tx, ctx, id, Some(who), version.or(Some(current.version))).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
 /// Assigns a task inside a caller's transaction.
 pub async fn assign_in(
     tx: &mut Tx,

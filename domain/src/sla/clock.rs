@@ -201,18 +201,34 @@ pub async fn booking_clock(db: &Db) -> DomainResult<ClockOutcome> {
     Ok(out)
 }
 
+/// The statuses in which a client may confirm a booking.
+const CLIENT_CONFIRMABLE: [&str; 3] = ["pending", "deposit_required", "confirmed"];
+
 /// Marks that the client confirmed the booking today (the no-show-risk rule reads it).
 pub async fn client_confirmed(db: &Db, ctx: &Ctx, booking_id: Uuid) -> DomainResult<crate::rows::Booking> {
     authorize(db, ctx, Permission::BookingsWrite, "booking").await?;
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
     let before = crate::commands::bookings::load(&mut conn, booking_id).await?;
-    q_exec!(
+    // Only a booking still ahead: once started, finished or called off there is nothing to confirm.
+    if !CLIENT_CONFIRMABLE.contains(&before.status.as_str()) {
+        return Err(crate::error::DomainError::GuardFailed {
+            guard: "booking_upcoming",
+            message: format!("the booking is {}; the client confirms only an upcoming booking", before.status),
+        });
+    }
+    let n = q_exec!(
         &mut conn,
-        "UPDATE bookings SET client_confirmed_at = $1, updated_at = $1, version = version + 1 WHERE id = $2",
+        "UPDATE bookings SET client_confirmed_at = $1, updated_at = $1, version = version + 1
+         WHERE id = $2 AND version = $3 AND status = $4",
         now(),
-        booking_id
+        booking_id,
+        before.version,
+        before.status.clone()
     )?;
+    if n == 0 {
+        return Err(crate::error::DomainError::VersionConflict { entity: "booking", current_version: None });
+    }
     let after = crate::commands::bookings::load(&mut conn, booking_id).await?;
     emit(
         &mut conn,

@@ -176,6 +176,16 @@ pub async fn update_policy(db: &Db, ctx: &Ctx, id: Uuid, p: PolicyPatch) -> Doma
     }
     let after = q_opt!(&mut conn, Policy, "SELECT * FROM sla_policies WHERE id = $1", id)?
         .ok_or(DomainError::NotFound { entity: "SLA policy" })?;
+    let changed = crate::commands::changed_fields(&snapshot(&before), &snapshot(&after));
+    crate::commands::emit(
+        &mut conn,
+        ctx,
+        "sla_policy.updated",
+        "sla_policy",
+        id,
+        serde_json::json!({"sla_policy_id": id, "kind": after.kind, "item_type": after.item_type, "changed": changed}),
+    )
+    .await?;
     write_audit(
         &mut conn,
         ctx,
