@@ -340,7 +340,7 @@ both_engines_full!(in_progress_tasks_and_exceptions_climb_the_sla_ladder, sweepi
         json!({"id": id, "escalation_level": r.escalation_level, "severity": r.severity, "assignee_id": r.assignee_id})
     };
     let reached = app
-        .eventually(15, || async {
+        .eventually(40, || async {
             (task_level().await == 3 && exception(eid).await["escalation_level"] == 3).then_some(())
         })
         .await;
@@ -423,7 +423,6 @@ both_engines!(the_action_center_lists_ten_thousand_open_items_in_order, async |a
             )
             .unwrap();
         }
-        drop(conn);
         tx.commit().await.unwrap();
     }
 
@@ -571,4 +570,62 @@ both_engines!(every_edit_emits_a_domain_event, async |app: TestApp| {
     let inq = app.ok(&admin, "/inquiries", json!({"source": "web", "client_id": cid}), 201).await;
     assert_eq!(inq["status"], "lost", "{inq}");
     assert_eq!(event_count(&app, "inquiry.lost", uuid(&inq)).await, 1);
+});
+
+both_engines!(concurrent_round_robin_picks_respect_the_cap, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    #[derive(sqlx::FromRow)]
+    struct Op {
+        id: Uuid,
+        open_items: i64,
+    }
+    let load_sql: &'static str = "SELECT u.id,
+            (SELECT COUNT(*) FROM tasks t WHERE t.assignee_id = u.id AND t.status IN ('open', 'in_progress'))
+          + (SELECT COUNT(*) FROM exceptions e WHERE e.assignee_id = u.id AND e.status IN ('open', 'acknowledged')) AS open_items
+         FROM users u WHERE u.role = 'OPERATOR' AND u.active = $1 AND u.on_duty = $1 ORDER BY u.id";
+    let loads = async || {
+        let mut h = app.db.acquire().await.unwrap();
+        virel_domain::q_all!(&mut h.conn(), Op, load_sql, true).unwrap()
+    };
+    let cap = app.db.settings().max_open_items_per_operator;
+    let ops = loads().await;
+    assert!(!ops.is_empty(), "the demo data has operators on duty");
+    // Every operator one item below the cap.
+    {
+        let mut tx = app.db.begin().await.unwrap();
+        let mut conn = tx.conn();
+        let at = virel_domain::now();
+        for op in &ops {
+            for i in op.open_items..cap - 1 {
+                virel_domain::q_exec!(
+                    &mut conn,
+                    "INSERT INTO tasks (id, type, title, priority, status, assignee_id, created_by, created_at, updated_at)
+                     VALUES ($1, 'custom', $2, 'normal', 'open', $3, 'system', $4, $4)",
+                    Uuid::now_v7(),
+                    format!("Filler {i}"),
+                    op.id,
+                    at
+                )
+                .unwrap();
+            }
+        }
+        tx.commit().await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..(ops.len() + 6) {
+        let t = app.ok(&admin, "/tasks", json!({"type": "custom", "title": format!("To hand out {i}")}), 201).await;
+        tasks.push(t["id"].as_str().unwrap().to_string());
+    }
+    let paths: Vec<String> = tasks.iter().map(|id| format!("/action-center/task/{id}/assign")).collect();
+    let picks = paths.iter().map(|p| app.post(Some(&admin), p, json!({"assignee_id": "round_robin"})));
+    let results = futures::future::join_all(picks).await;
+    let assigned = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    for (s, b) in &results {
+        assert!(*s == StatusCode::OK || *s == StatusCode::CONFLICT, "{s}: {b}");
+    }
+    let after = loads().await;
+    for op in &after {
+        assert!(op.open_items <= cap, "operator {} holds {} items, over the cap of {cap}", op.id, op.open_items);
+    }
+    assert_eq!(assigned, ops.len(), "one more item each, then no one has room: {results:?}");
 });
