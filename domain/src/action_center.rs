@@ -12,9 +12,8 @@ use uuid::Uuid;
 use crate::commands::bookings::{self, BookingTransition};
 use crate::commands::notes::{self, NewNote};
 use crate::commands::notifications::{self, Message};
-use crate::commands::{assignment, authorize, emit, exceptions, tasks, write_audit};
+use crate::commands::{authorize, emit, exceptions, tasks, write_audit};
 use crate::error::{DomainError, DomainResult};
-use crate::machine::BOOKING;
 use crate::policy::Permission;
 use crate::rows::{Exception, Task};
 use crate::store::{Conn, Db};
@@ -132,6 +131,23 @@ struct Pct {
     at_risk_percent: i64,
 }
 
+/// A task with its assignee's name and its subject's label, as the list reads them in one query.
+#[derive(sqlx::FromRow)]
+struct TaskRow {
+    #[sqlx(flatten)]
+    task: Task,
+    ac_assignee_name: Option<String>,
+    ac_subject_label: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ExceptionRow {
+    #[sqlx(flatten)]
+    exception: Exception,
+    ac_assignee_name: Option<String>,
+    ac_subject_label: Option<String>,
+}
+
 /// Builds items with their labels, names and SLA states; `cache` keeps lookups per call.
 struct Builder<'c, 'a> {
     conn: &'c mut Conn<'a>,
@@ -196,9 +212,15 @@ impl<'c, 'a> Builder<'c, 'a> {
     }
 
     async fn task(&mut self, t: Task) -> DomainResult<Item> {
+        let name = self.user_name(t.assignee_id).await?;
+        let subject = self.subject(&t.subject_type, t.subject_id).await?;
+        Ok(self.task_with(t, name, subject))
+    }
+
+    fn task_with(&self, t: Task, assignee_name: Option<String>, subject: Option<Subject>) -> Item {
         let pct = self.at_risk_percent("task", &t.kind);
         let state = sla::state(self.at, t.due_at, t.sla_started_at.unwrap_or(t.created_at), t.paused_at, pct);
-        Ok(Item {
+        Item {
             kind: "task".into(),
             id: t.id,
             open: matches!(t.status.as_str(), "open" | "in_progress"),
@@ -211,18 +233,24 @@ impl<'c, 'a> Builder<'c, 'a> {
             sla_state: state.into(),
             sla_paused: t.paused_at.is_some(),
             escalation_level: t.escalation_level,
-            assignee_name: self.user_name(t.assignee_id).await?,
+            assignee_name,
             assignee_id: t.assignee_id,
-            subject: self.subject(&t.subject_type, t.subject_id).await?,
+            subject,
             created_at: t.created_at,
             version: t.version,
-        })
+        }
     }
 
     async fn exception(&mut self, e: Exception) -> DomainResult<Item> {
+        let name = self.user_name(e.assignee_id).await?;
+        let subject = self.subject(&e.subject_type, e.subject_id).await?;
+        Ok(self.exception_with(e, name, subject))
+    }
+
+    fn exception_with(&self, e: Exception, assignee_name: Option<String>, subject: Option<Subject>) -> Item {
         let pct = self.at_risk_percent("exception", &e.kind);
         let state = sla::state(self.at, e.due_at, e.sla_started_at.unwrap_or(e.created_at), e.paused_at, pct);
-        Ok(Item {
+        Item {
             kind: "exception".into(),
             id: e.id,
             open: matches!(e.status.as_str(), "open" | "acknowledged"),
@@ -234,13 +262,13 @@ impl<'c, 'a> Builder<'c, 'a> {
             due_at: e.due_at,
             sla_state: state.into(),
             sla_paused: e.paused_at.is_some(),
-            escalation_level: 0,
-            assignee_name: self.user_name(e.assignee_id).await?,
+            escalation_level: e.escalation_level,
+            assignee_name,
             assignee_id: e.assignee_id,
-            subject: self.subject(&e.subject_type, e.subject_id).await?,
+            subject,
             created_at: e.created_at,
             version: e.version,
-        })
+        }
     }
 }
 
@@ -262,41 +290,98 @@ pub async fn list(db: &Db, ctx: &Ctx, f: &Filter) -> DomainResult<Listing> {
     let mut h = db.acquire().await?;
     let mut conn = h.conn();
     // One builder for both kinds: the policies are read once and names and labels are shared.
-    let mut b = Builder::new(&mut conn).await?;
+    let b = Builder::new(&mut conn).await?;
     let mut items = Vec::new();
     if f.kind.as_deref() != Some("exception") {
+        // Every open item (no cut before sorting), with its assignee's name and its subject's
+        // label joined in: one query per kind, not one per item.
         let rows = q_all!(
             b.conn,
-            Task,
-            "SELECT * FROM tasks WHERE status IN ('open', 'in_progress')
-                 AND ($1 IS NULL OR assignee_id IS NULL OR assignee_id = $1) AND ($2 IS NULL OR assignee_id = $2)
-                 AND ($3 = 0 OR assignee_id IS NULL) AND ($4 IS NULL OR type = $4) AND ($5 IS NULL OR priority = $5)
-             ORDER BY id LIMIT 2000",
+            TaskRow,
+            "SELECT t.*, au.name AS ac_assignee_name,
+                 CASE t.subject_type
+                     WHEN 'inquiry' THEN sic.name || ' · ' || si.source || ' inquiry'
+                     WHEN 'booking' THEN sbc.name || ' · ' || sbm.name
+                     WHEN 'client' THEN sc.name
+                     WHEN 'model' THEN sm.name
+                     WHEN 'task' THEN st.title
+                     WHEN 'exception' THEN se.title
+                     ELSE sp.kind || ' payment'
+                 END AS ac_subject_label
+             FROM tasks t
+             LEFT JOIN users au ON au.id = t.assignee_id
+             LEFT JOIN inquiries si ON t.subject_type = 'inquiry' AND si.id = t.subject_id
+             LEFT JOIN clients sic ON sic.id = si.client_id
+             LEFT JOIN bookings sb ON t.subject_type = 'booking' AND sb.id = t.subject_id
+             LEFT JOIN clients sbc ON sbc.id = sb.client_id
+             LEFT JOIN models sbm ON sbm.id = sb.model_id
+             LEFT JOIN clients sc ON t.subject_type = 'client' AND sc.id = t.subject_id
+             LEFT JOIN models sm ON t.subject_type = 'model' AND sm.id = t.subject_id
+             LEFT JOIN tasks st ON t.subject_type = 'task' AND st.id = t.subject_id
+             LEFT JOIN exceptions se ON t.subject_type = 'exception' AND se.id = t.subject_id
+             LEFT JOIN payments sp ON t.subject_type = 'payment' AND sp.id = t.subject_id
+             WHERE t.status IN ('open', 'in_progress')
+                 AND ($1 IS NULL OR t.assignee_id IS NULL OR t.assignee_id = $1) AND ($2 IS NULL OR t.assignee_id = $2)
+                 AND ($3 = 0 OR t.assignee_id IS NULL) AND ($4 IS NULL OR t.type = $4) AND ($5 IS NULL OR t.priority = $5)
+             ORDER BY t.id",
             only_for,
             mine,
             i64::from(f.unassigned),
             f.item_type.clone(),
             f.priority.clone()
         )?;
-        for t in rows {
-            items.push(b.task(t).await?);
+        items.reserve(rows.len());
+        for r in rows {
+            let subject = r.task.subject_type.clone().zip(r.task.subject_id).map(|(kind, id)| Subject {
+                label: r.ac_subject_label.clone().unwrap_or_else(|| kind.clone()),
+                kind,
+                id,
+            });
+            items.push(b.task_with(r.task, r.ac_assignee_name, subject));
         }
     }
     if f.kind.as_deref() != Some("task") {
         let rows = q_all!(
             b.conn,
-            Exception,
-            "SELECT * FROM exceptions WHERE status IN ('open', 'acknowledged')
-                 AND ($1 IS NULL OR assignee_id IS NULL OR assignee_id = $1) AND ($2 IS NULL OR assignee_id = $2)
-                 AND ($3 = 0 OR assignee_id IS NULL) AND ($4 IS NULL OR type = $4)
-             ORDER BY id LIMIT 2000",
+            ExceptionRow,
+            "SELECT e.*, au.name AS ac_assignee_name,
+                 CASE e.subject_type
+                     WHEN 'inquiry' THEN sic.name || ' · ' || si.source || ' inquiry'
+                     WHEN 'booking' THEN sbc.name || ' · ' || sbm.name
+                     WHEN 'client' THEN sc.name
+                     WHEN 'model' THEN sm.name
+                     WHEN 'task' THEN st.title
+                     WHEN 'exception' THEN se.title
+                     ELSE sp.kind || ' payment'
+                 END AS ac_subject_label
+             FROM exceptions e
+             LEFT JOIN users au ON au.id = e.assignee_id
+             LEFT JOIN inquiries si ON e.subject_type = 'inquiry' AND si.id = e.subject_id
+             LEFT JOIN clients sic ON sic.id = si.client_id
+             LEFT JOIN bookings sb ON e.subject_type = 'booking' AND sb.id = e.subject_id
+             LEFT JOIN clients sbc ON sbc.id = sb.client_id
+             LEFT JOIN models sbm ON sbm.id = sb.model_id
+             LEFT JOIN clients sc ON e.subject_type = 'client' AND sc.id = e.subject_id
+             LEFT JOIN models sm ON e.subject_type = 'model' AND sm.id = e.subject_id
+             LEFT JOIN tasks st ON e.subject_type = 'task' AND st.id = e.subject_id
+             LEFT JOIN exceptions se ON e.subject_type = 'exception' AND se.id = e.subject_id
+             LEFT JOIN payments sp ON e.subject_type = 'payment' AND sp.id = e.subject_id
+             WHERE e.status IN ('open', 'acknowledged')
+                 AND ($1 IS NULL OR e.assignee_id IS NULL OR e.assignee_id = $1) AND ($2 IS NULL OR e.assignee_id = $2)
+                 AND ($3 = 0 OR e.assignee_id IS NULL) AND ($4 IS NULL OR e.type = $4)
+             ORDER BY e.id",
             only_for,
             mine,
             i64::from(f.unassigned),
             f.item_type.clone()
         )?;
-        for e in rows {
-            let item = b.exception(e).await?;
+        for r in rows {
+            let subject = r.exception.subject_type.clone().zip(r.exception.subject_id).map(|(kind, id)| Subject {
+                label: r.ac_subject_label.clone().unwrap_or_else(|| kind.clone()),
+                kind,
+                id,
+            });
+            let item = b.exception_with(r.exception, r.ac_assignee_name, subject);
             if f.priority.as_ref().is_none_or(|p| *p == item.priority) {
                 items.push(item);
             }
@@ -347,8 +432,9 @@ async fn reload(db: &Db, kind: &str, id: Uuid) -> DomainResult<Item> {
 }
 
 /// Confirm: completes a confirm_booking task and moves its booking one step forward through
-/// the booking state machine (draft → pending → deposit_required → confirmed), in one
-/// transaction; if the booking cannot move (a guard says no), nothing changes.
+/// the booking state machine (draft → pending → deposit_required → confirmed, never further),
+/// in one transaction; if the booking cannot move (confirmed or later, or a guard says no),
+/// it answers 409 and nothing changes.
 pub async fn confirm(db: &Db, ctx: &Ctx, kind: &str, id: Uuid) -> DomainResult<Item> {
     let it = visible_item(db, ctx, kind, id).await?;
     authorize(db, ctx, Permission::TasksWrite, "task").await?;
@@ -367,13 +453,18 @@ pub async fn confirm(db: &Db, ctx: &Ctx, kind: &str, id: Uuid) -> DomainResult<I
     }
     let mut tx = db.begin().await?;
     let booking = bookings::load(&mut tx.conn(), booking_id).await?;
-    let next =
-        BOOKING.allowed_from(&booking.status).into_iter().find(|s| !matches!(*s, "cancelled" | "no_show")).ok_or_else(
-            || DomainError::GuardFailed {
+    // Only up to confirmed: starting or completing a booking is never a Confirm.
+    let next = match booking.status.as_str() {
+        "draft" => "pending",
+        "pending" => "deposit_required",
+        "deposit_required" => "confirmed",
+        other => {
+            return Err(DomainError::GuardFailed {
                 guard: "booking_forward",
-                message: format!("the booking is {} and cannot move forward", booking.status),
-            },
-        )?;
+                message: format!("the booking is {other}; Confirm moves a booking only up to confirmed"),
+            });
+        }
+    };
     bookings::transition_in(
         &mut tx,
         ctx,
@@ -484,13 +575,16 @@ pub async fn assign(db: &Db, ctx: &Ctx, kind: &str, id: Uuid, assign_to: Option<
     let who = match assign_to.as_deref() {
         None | Some("") => None,
         Some("round_robin") => {
-            let picked =
-                assignment::round_robin(&mut db.acquire().await?.conn(), db.settings().max_open_items_per_operator)
-                    .await?;
-            Some(picked.ok_or_else(|| DomainError::GuardFailed {
-                guard: "operator_available",
-                message: "no operator on duty has room for more work".into(),
-            })?)
+            // The pick and the assignment commit together, so concurrent picks respect the cap.
+            match kind {
+                "task" => {
+                    tasks::assign_round_robin(db, ctx, id, Some(it.version)).await?;
+                }
+                _ => {
+                    exceptions::assign_round_robin(db, ctx, id, Some(it.version)).await?;
+                }
+            }
+            return reload(db, kind, id).await;
         }
         Some(id) => Some(
             Uuid::parse_str(id)

@@ -175,6 +175,8 @@ pub struct Exception {
     pub sla_started_at: Option<DateTime<Utc>>,
     pub paused_at: Option<DateTime<Utc>>,
     pub sla_warned_at: Option<DateTime<Utc>>,
+    /// The SLA ladder's rung (0 to 3), as for tasks.
+    pub escalation_level: i64,
 }
 
 #[derive(Clone, Debug, FromRow, Serialize)]

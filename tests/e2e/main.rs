@@ -14,6 +14,7 @@ mod backlog;
 mod bad_input;
 mod browser;
 mod concurrency;
+mod domain_fixes;
 mod scaled;
 mod security;
 mod sla_and_quick_actions;

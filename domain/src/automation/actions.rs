@@ -3,12 +3,12 @@
 
 use std::time::Instant;
 
-use chrono::Duration;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::crud::Rule;
+use super::engine::{envelope, insert_execution};
 use super::rules::{self, Action};
-use super::{Rule, envelope, insert_execution};
 use crate::commands::bookings::{self, BookingTransition};
 use crate::commands::exceptions::{self, NewException};
 use crate::commands::inquiries::{self, InquiryTransition};
@@ -188,7 +188,7 @@ async fn resolve_assignee(tx: &mut Tx, event: &DomainEvent, assign_to: Option<&s
         None => Ok(None),
         Some("round_robin") => {
             let cap = tx.settings().max_open_items_per_operator;
-            assignment::round_robin(&mut tx.conn(), cap).await
+            assignment::round_robin(tx, cap).await
         }
         Some("assignee") => {
             if let Some(a) =
@@ -245,7 +245,12 @@ async fn perform(tx: &mut Tx, ctx: &Ctx, rule: &Rule, event: &DomainEvent, a: &A
         "create_task" => {
             let (subject_type, subject_id) = subject_for_records(event);
             let assignee_id = resolve_assignee(tx, event, a.str_param("assign_to")).await?;
-            let due_at = a.params.get("due_in_minutes").and_then(Value::as_i64).map(|m| now() + Duration::minutes(m));
+            let due_at = a
+                .params
+                .get("due_in_minutes")
+                .and_then(Value::as_i64)
+                .map(|m| crate::sla::calendar::plus_minutes(now(), m, "due_in_minutes"))
+                .transpose()?;
             let t = tasks::insert(
                 &mut tx.conn(),
                 ctx,

@@ -8,6 +8,11 @@ use serde_json::{Map, Value};
 use crate::error::{DomainError, DomainResult};
 use crate::machine::{BOOKING, EXCEPTION, EXCEPTION_TYPES, INQUIRY, Machine, PRIORITIES, SEVERITIES, TASK, TASK_TYPES};
 
+/// The furthest a rule may set a task's deadline: a year, in minutes.
+pub const MAX_DUE_IN_MINUTES: i64 = 365 * 24 * 60;
+/// The longest a rule may delay an action: a week, in minutes.
+pub const MAX_DELAY_MINUTES: i64 = 7 * 24 * 60;
+
 /// Events dispatched deeper than this trigger no rules: a loop is cut and reported.
 pub const MAX_DEPTH: i64 = 5;
 
@@ -53,6 +58,7 @@ pub const TRIGGERS: &[(&str, &[&str])] = &[
     ("exception.status_changed", EXCEPTION_FIELDS),
     ("exception.resolved", EXCEPTION_FIELDS),
     ("exception.assigned", EXCEPTION_FIELDS),
+    ("exception.sla_breached", EXCEPTION_FIELDS),
     ("notification.sent", NOTIFICATION_FIELDS),
     ("notification.failed", NOTIFICATION_FIELDS),
     ("client.created", &["client_id", "client"]),
@@ -266,9 +272,9 @@ fn validate_action(i: usize, trigger: &str, a: &Action) -> DomainResult<()> {
     };
     let delay = a.delay_minutes.map(Value::from).or_else(|| p("delay_minutes").cloned());
     if let Some(d) = delay
-        && !d.as_i64().is_some_and(|d| (0..=7 * 24 * 60).contains(&d))
+        && !d.as_i64().is_some_and(|d| (0..=MAX_DELAY_MINUTES).contains(&d))
     {
-        return Err(bad(format!("actions[{i}].delay_minutes: must be an integer from 0 to 10080")));
+        return Err(bad(format!("actions[{i}].delay_minutes: must be an integer from 0 to {MAX_DELAY_MINUTES}")));
     }
     match a.kind.as_str() {
         "update_status" => {
@@ -300,9 +306,11 @@ fn validate_action(i: usize, trigger: &str, a: &Action) -> DomainResult<()> {
             string("title", false)?;
             one_of("priority", string("priority", false)?, PRIORITIES)?;
             if let Some(d) = p("due_in_minutes")
-                && d.as_i64().is_none_or(|d| d < 0)
+                && d.as_i64().is_none_or(|d| !(0..=MAX_DUE_IN_MINUTES).contains(&d))
             {
-                return Err(bad(format!("actions[{i}].params.due_in_minutes: must be a non-negative integer")));
+                return Err(bad(format!(
+                    "actions[{i}].params.due_in_minutes: must be an integer from 0 to {MAX_DUE_IN_MINUTES} (a year)"
+                )));
             }
             validate_assign_to(i, p("assign_to"))?;
         }

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::error::DomainResult;
 use crate::q_opt;
-use crate::store::Conn;
+use crate::store::Tx;
 
 #[derive(FromRow)]
 struct Pick {
@@ -16,9 +16,13 @@ struct Pick {
 /// ties go to the one whose last assignment is oldest, so equal loads take turns. `cap` is the
 /// number of open items (`Settings::max_open_items_per_operator`) at which an operator is
 /// passed over.
-pub async fn round_robin(conn: &mut Conn<'_>, cap: i64) -> DomainResult<Option<Uuid>> {
+///
+/// Runs inside the transaction that assigns the work, after taking the round-robin lock, so
+/// concurrent picks queue and each sees the work the previous one handed out: the cap holds.
+pub async fn round_robin(tx: &mut Tx, cap: i64) -> DomainResult<Option<Uuid>> {
+    tx.lock_key("assignment:round_robin").await?;
     let pick = q_opt!(
-        conn,
+        &mut tx.conn(),
         Pick,
         "SELECT id FROM (
              SELECT u.id,

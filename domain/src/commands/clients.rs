@@ -5,7 +5,7 @@ use serde_json::json;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{PageReq, authorize, check_version, emit, one_of, require_text, snapshot, write_audit};
+use super::{PageReq, authorize, changed_fields, check_version, emit, one_of, require_text, snapshot, write_audit};
 use crate::error::{DomainError, DomainResult};
 use crate::machine::CHANNELS;
 use crate::policy::Permission;
@@ -181,11 +181,36 @@ pub async fn list(db: &Db, ctx: &Ctx, q: Option<String>, page: PageReq) -> Domai
 
 pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, patch: ClientPatch) -> DomainResult<Client> {
     authorize(db, ctx, Permission::ClientsWrite, "client").await?;
+    let c = contact(patch.phone.as_deref(), patch.email.as_deref(), patch.telegram.as_deref())?;
     let mut tx = db.begin().await?;
+    // One person is one client: a new phone or email may not be another client's. The same
+    // contact locks as creation, so an edit and a create of the same number queue.
+    if c.phone.is_some() || c.email.is_some() {
+        let mut keys: Vec<String> = c
+            .phone
+            .iter()
+            .map(|p| format!("client-phone:{p}"))
+            .chain(c.email.iter().map(|e| format!("client-email:{e}")))
+            .collect();
+        keys.sort();
+        for k in &keys {
+            tx.lock_key(k).await?;
+        }
+        if let Some(other) = q_opt!(
+            &mut tx.conn(),
+            Client,
+            "SELECT * FROM clients WHERE id <> $1 AND (($2 IS NOT NULL AND phone = $2) OR ($3 IS NOT NULL AND lower(email) = $3))
+             ORDER BY created_at LIMIT 1",
+            id,
+            c.phone.clone(),
+            c.email.clone()
+        )? {
+            return Err(DomainError::Duplicate(format!("client {} already has this phone or email", other.id)));
+        }
+    }
     let mut conn = tx.conn();
     let before = load(&mut conn, id).await?;
     check_version("client", patch.version, before.version)?;
-    let c = contact(patch.phone.as_deref(), patch.email.as_deref(), patch.telegram.as_deref())?;
     let name = match &patch.name {
         Some(n) => require_text(Some(n), "name")?,
         None => before.name.clone(),
@@ -213,6 +238,8 @@ pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, patch: ClientPatch) -> DomainR
         return Err(DomainError::VersionConflict { entity: "client", current_version: None });
     }
     let after = load(&mut conn, id).await?;
+    let changed = changed_fields(&snapshot(&before), &snapshot(&after));
+    emit(&mut conn, ctx, "client.updated", "client", id, json!({"client_id": id, "changed": changed})).await?;
     write_audit(
         &mut conn,
         ctx,
@@ -228,22 +255,46 @@ pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, patch: ClientPatch) -> DomainR
 }
 
 pub async fn block(db: &Db, ctx: &Ctx, id: Uuid, reason: Option<String>) -> DomainResult<Client> {
+    block_at(db, ctx, id, reason, None).await
+}
+
+/// Blocks a client, guarded by its status (a blocked client stays as it is, one
+/// `client.blocked` only) and by the version read (`version` if given, else the one loaded):
+/// a block racing an edit answers 409 instead of overwriting it.
+pub async fn block_at(
+    db: &Db,
+    ctx: &Ctx,
+    id: Uuid,
+    reason: Option<String>,
+    version: Option<i64>,
+) -> DomainResult<Client> {
     authorize(db, ctx, Permission::ClientsBlock, "client").await?;
     let reason = require_text(reason.as_deref(), "reason")?;
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
     let before = load(&mut conn, id).await?;
+    check_version("client", version, before.version)?;
     if before.blocked {
         return Ok(before);
     }
-    q_exec!(
+    let n = q_exec!(
         &mut conn,
-        "UPDATE clients SET blocked = $1, blocked_reason = $2, updated_at = $3, version = version + 1 WHERE id = $4",
+        "UPDATE clients SET blocked = $1, blocked_reason = $2, updated_at = $3, version = version + 1
+         WHERE id = $4 AND version = $5 AND blocked = $6",
         true,
         reason.clone(),
         now(),
-        id
+        id,
+        before.version,
+        false
     )?;
+    if n == 0 {
+        let current = load(&mut conn, id).await?;
+        if current.blocked {
+            return Ok(current);
+        }
+        return Err(DomainError::VersionConflict { entity: "client", current_version: Some(current.version) });
+    }
     let after = load(&mut conn, id).await?;
     emit(&mut conn, ctx, "client.blocked", "client", id, json!({"client_id": id, "reason": reason})).await?;
     write_audit(

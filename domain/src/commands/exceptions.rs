@@ -45,7 +45,8 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, e: NewException) -> DomainRe
     let title = e.title.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| e.kind.replace('_', " "));
     let id = new_id();
     let at = now();
-    let due_at = crate::sla::policy_for(conn, "exception", &e.kind).await?.map(|p| crate::sla::deadline(&p, at));
+    let due_at =
+        crate::sla::policy_for(conn, "exception", &e.kind).await?.map(|p| crate::sla::deadline(&p, at)).transpose()?;
     q_exec!(
         conn,
         "INSERT INTO exceptions (id, type, title, severity, status, subject_type, subject_id, assignee_id, created_by, created_at,
@@ -218,6 +219,25 @@ pub async fn assign(
     }
     let mut tx = db.begin().await?;
     let after = assign_in(&mut tx, ctx, id, assignee_id, version.or(Some(current.version))).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Assigns an exception to the operator round robin picks, the pick inside the same
+/// transaction. Handing work to someone else needs `exceptions:all` from an OPERATOR.
+pub async fn assign_round_robin(db: &Db, ctx: &Ctx, id: Uuid, version: Option<i64>) -> DomainResult<Exception> {
+    authorize(db, ctx, Permission::ExceptionsWrite, "exception").await?;
+    let current = load_visible(db, ctx, id).await?;
+    if !ctx.sees_all_items() {
+        authorize(db, ctx, Permission::ExceptionsAll, "exception").await?;
+    }
+    let mut tx = db.begin().await?;
+    let cap = tx.settings().max_open_items_per_operator;
+    let who = super::assignment::round_robin(&mut tx, cap).await?.ok_or_else(|| DomainError::GuardFailed {
+        guard: "operator_available",
+        message: "no operator on duty has room for more work".into(),
+    })?;
+    let after = assign_in(&mut tx, ctx, id, Some(who), version.or(Some(current.version))).await?;
     tx.commit().await?;
     Ok(after)
 }

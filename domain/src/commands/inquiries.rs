@@ -139,15 +139,11 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewInquiry) -> DomainResult<Inqui
     emit(&mut conn, ctx, "inquiry.created", "inquiry", id, event_payload(&row, &client)).await?;
     write_audit(&mut conn, ctx, "inquiry.created", "inquiry", Some(id.to_string()), None, Some(snapshot(&row))).await?;
     if client.blocked {
-        emit(
-            &mut conn,
-            ctx,
-            "inquiry.status_changed",
-            "inquiry",
-            id,
-            json!({"inquiry_id": id, "from": "new", "to": "lost", "reason": lost_reason}),
-        )
-        .await?;
+        // Lost like any other loss: the same two events and payload as a transition to lost.
+        let payload = json!({"inquiry_id": id, "from": "new", "to": "lost", "reason": lost_reason,
+                             "source": row.source, "client_id": row.client_id});
+        emit(&mut conn, ctx, "inquiry.status_changed", "inquiry", id, payload.clone()).await?;
+        emit(&mut conn, ctx, "inquiry.lost", "inquiry", id, payload).await?;
         exceptions::insert(
             &mut conn,
             ctx,

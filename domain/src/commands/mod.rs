@@ -110,6 +110,16 @@ pub fn snapshot<T: serde::Serialize>(row: &T) -> Value {
     serde_json::to_value(row).unwrap_or(Value::Null)
 }
 
+/// The top-level fields whose values differ between two snapshots (bookkeeping left out), for
+/// `*.updated` events: consumers learn what changed without the event carrying the values.
+pub fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
+    let (Some(b), Some(a)) = (before.as_object(), after.as_object()) else { return vec![] };
+    a.iter()
+        .filter(|(k, v)| !matches!(k.as_str(), "updated_at" | "version") && b.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 /// Money as the API carries it: integer minor units and an ISO 4217 code.
 #[derive(Clone, Debug, Default, Deserialize, serde::Serialize, PartialEq)]
 pub struct Money {

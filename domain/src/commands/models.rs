@@ -169,6 +169,9 @@ pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, p: ModelPatch) -> DomainResult
         return Err(DomainError::VersionConflict { entity: "model", current_version: None });
     }
     let after = load(&mut conn, id).await?;
+    let changed = super::changed_fields(&snapshot(&before), &snapshot(&after));
+    super::emit(&mut conn, ctx, "model.updated", "model", id, serde_json::json!({"model_id": id, "changed": changed}))
+        .await?;
     write_audit(
         &mut conn,
         ctx,

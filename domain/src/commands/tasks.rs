@@ -93,7 +93,7 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> DomainResult<
     let policy = crate::sla::policy_for(conn, "task", &t.kind).await?;
     let due_at = match t.due_at {
         Some(d) => Some(d),
-        None => policy.as_ref().map(|p| crate::sla::deadline(p, at)),
+        None => policy.as_ref().map(|p| crate::sla::deadline(p, at)).transpose()?,
     };
     // A task about an inquiry that already waits on the client starts with its clock stopped.
     let paused_at = match (&t.subject_type, t.subject_id, &policy) {
@@ -276,6 +276,25 @@ pub async fn assign(
     let mut tx = db.begin().await?;
     let after = assign_in(&mut tx, ctx, id, assignee_id, version.or(Some(current.version))).await?;
 
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Assigns a task to the operator round robin picks, the pick inside the same transaction.
+/// Handing work to someone else needs `tasks:all` from an OPERATOR, as for any assignment.
+pub async fn assign_round_robin(db: &Db, ctx: &Ctx, id: Uuid, version: Option<i64>) -> DomainResult<Task> {
+    authorize(db, ctx, Permission::TasksWrite, "task").await?;
+    let current = load(&mut db.acquire().await?.conn(), id).await?;
+    if !ctx.sees_all_items() {
+        authorize(db, ctx, Permission::TasksAll, "task").await?;
+    }
+    let mut tx = db.begin().await?;
+    let cap = tx.settings().max_open_items_per_operator;
+    let who = super::assignment::round_robin(&mut tx, cap).await?.ok_or_else(|| DomainError::GuardFailed {
+        guard: "operator_available",
+        message: "no operator on duty has room for more work".into(),
+    })?;
+    let after = assign_in(&mut tx, ctx, id, Some(who), version.or(Some(current.version))).await?;
     tx.commit().await?;
     Ok(after)
 }

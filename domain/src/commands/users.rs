@@ -175,6 +175,18 @@ pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, p: UserPatch) -> DomainResult<
         )?;
     }
     let after = load(&mut conn, id).await?;
+    // What changed, never the values (a password hash stays out of the events).
+    let changed = super::changed_fields(&snapshot(&before), &snapshot(&after));
+    super::emit(
+        &mut conn,
+        ctx,
+        "user.updated",
+        "user",
+        id,
+        serde_json::json!({"user_id": id, "changed": changed, "role": after.role, "active": after.active,
+                           "password_changed": hash.is_some()}),
+    )
+    .await?;
     write_audit(
         &mut conn,
         ctx,

@@ -1,0 +1,2 @@
+-- The SLA ladder climbs for exceptions too (SPEC §7): each level fires once.
+ALTER TABLE exceptions ADD COLUMN escalation_level INTEGER NOT NULL DEFAULT 0;
