@@ -13,6 +13,7 @@ mod automation;
 mod bad_input;
 mod browser;
 mod concurrency;
+mod edge_security;
 mod scaled;
 mod security;
 mod sla_and_quick_actions;

@@ -45,10 +45,9 @@ pub fn cookie(req: &Request, name: &str) -> Option<String> {
 }
 
 /// Whether the browser reached us over https: a TLS listener, or (behind a proxy that is
-/// trusted, `VIREL_TRUST_PROXY=1`, as for the caller's address) `X-Forwarded-Proto: https`.
+/// trusted, `ApiSettings::trust_proxy`, as for the caller's address) `X-Forwarded-Proto: https`.
 pub fn is_https(req: &Request) -> bool {
-    static TRUST_PROXY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let trust = *TRUST_PROXY.get_or_init(|| matches!(std::env::var("VIREL_TRUST_PROXY").as_deref(), Ok("1" | "true")));
+    let trust = req.data::<Arc<AppState>>().is_some_and(|s| s.settings.trust_proxy);
     if *req.scheme() == Scheme::HTTPS {
         return true;
     }
