@@ -180,10 +180,7 @@ fn error_text(e: &DomainError) -> (StatusCode, &'static str, String) {
             tracing::error!(detail = %detail, "internal error on an admin page");
             (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Something went wrong; try again.".into())
         }
-        other => {
-            let status = StatusCode::from_u16(other.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (status, "Cannot do that", other.to_string())
-        }
+        other => (crate::error::status_of(other), "Cannot do that", other.to_string()),
     }
 }
 
