@@ -142,7 +142,6 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         .at("/admin/queues/:queue/jobs/:id/retry", post(admin::queues::retry).around(admin::page_guard))
         .around(middleware::idempotency::idempotency)
         .data(state)
-        .around(middleware::session_cookie::session_cookie_auth)
         .around(middleware::body_limit::body_limit)
         .catch_all_error(render_error)
         .around(middleware::access_log::access_log)

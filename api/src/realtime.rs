@@ -8,12 +8,20 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures_util::StreamExt;
-use serde_json::json;
+use poem_openapi::types::ToJSON;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 use virel_domain::action_center::{self, Filter, Item};
 use virel_domain::outbox::{Change, LIVE};
 use virel_domain::{Ctx, Db};
+
+use crate::dto::{CountsOut, ItemOut};
+
+/// An item as the REST list shows it (`ItemOut`), for the live feed.
+fn wire(item: Item) -> Value {
+    ItemOut::from(item).to_json().unwrap_or(Value::Null)
+}
 
 struct Conn {
     ctx: Ctx,
@@ -44,7 +52,8 @@ impl Hub {
         let snapshot = match action_center::list(db, &ctx, &Filter::default()).await {
             Ok(l) => {
                 seen.extend(l.items.iter().map(|i| (i.kind.clone(), i.id)));
-                json!({"type": "snapshot", "items": l.items, "counts": l.counts})
+                let items: Vec<Value> = l.items.into_iter().map(wire).collect();
+                json!({"type": "snapshot", "items": items, "counts": CountsOut::from(&l.counts).to_json()})
             }
             Err(e) => json!({"type": "error", "error": {"code": e.code(), "message": e.to_string()}}),
         };
@@ -94,7 +103,7 @@ impl Hub {
 
     fn push(&self, item: &Item) {
         let key = (item.kind.clone(), item.id);
-        let upserted = json!({"type": "item.upserted", "item": item}).to_string();
+        let upserted = json!({"type": "item.upserted", "item": wire(item.clone())}).to_string();
         let removed = json!({"type": "item.removed", "item": {"kind": item.kind, "id": item.id}}).to_string();
         let Ok(mut conns) = self.conns.lock() else { return };
         conns.retain(|_, c| {

@@ -19,8 +19,11 @@ pub async fn idempotency<E: Endpoint>(next: E, mut req: Request) -> poem::Result
     let Some(key) = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string) else {
         return Ok(next.call(req).await?.into_response());
     };
+    // Auth answers hold live tokens: they are never stored (and a login is not a write
+    // one would replay anyway).
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         || !req.uri().path().starts_with("/api/v1/")
+        || req.uri().path().starts_with("/api/v1/auth/")
     {
         return Ok(next.call(req).await?.into_response());
     }
@@ -33,13 +36,11 @@ pub async fn idempotency<E: Endpoint>(next: E, mut req: Request) -> poem::Result
     let Some(state) = req.data::<Arc<AppState>>().cloned() else {
         return Ok(next.call(req).await?.into_response());
     };
-    let actor = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|t| state.jwt.verify(t))
-        .map(|c| c.sub.to_string())
+    let actor = crate::auth::ctx_from_request(&state, &req)
+        .await
+        .ok()
+        .and_then(|c| c.actor.user_id())
+        .map(|id| id.to_string())
         .unwrap_or_else(|| format!("anonymous:{}", request_meta(&req).0.unwrap_or_default()));
     // A body past the cap is an error here, answered 413 by `body_limit`.
     let body = req.take_body().into_bytes_limit(MAX_BODY_BYTES).await?;

@@ -6,11 +6,9 @@
 //! - `access_log`: one line per answer (method, path without the query string, status,
 //!   duration), inside that span.
 //! - `body_limit`: every body is capped at `MAX_BODY_BYTES`, however it is framed.
-//! - `session_cookie`: the operator pages' cookie as a way into `/api/v1`.
 //! - `idempotency`: the `Idempotency-Key` store for writes.
 
 pub mod access_log;
 pub mod body_limit;
 pub mod idempotency;
 pub mod request_id;
-pub mod session_cookie;
