@@ -198,6 +198,13 @@ pub fn origin_allowed(state: &AppState, req: &Request) -> bool {
     }
 }
 
+/// When the credential's access token expires (seconds since the epoch); None if invalid.
+pub fn expiry(state: &AppState, c: &Credential) -> Option<i64> {
+    match c {
+        Credential::Bearer(t) | Credential::Cookie(t) | Credential::Query(t) => state.jwt.verify(t).map(|c| c.exp),
+    }
+}
+
 /// Resolves an access token to a context; the user is re-read so a deactivated account or a
 /// changed role takes effect at once, not when the token expires.
 pub async fn ctx_from_token(state: &AppState, req: &Request, token: &str) -> Option<Ctx> {

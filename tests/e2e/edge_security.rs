@@ -383,3 +383,35 @@ both_engines!(health_tells_up_or_down_and_nothing_about_hosts, async |app: TestA
         assert!(!text.contains(leak), "health shows {leak}: {text}");
     }
 });
+
+/// Waits for the server to close `ws`; the close reason.
+async fn closed_with(ws: &mut crate::action_center::Socket, within: Duration) -> Option<String> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, ws.next()).await.ok()? {
+            Some(Ok(Message::Close(frame))) => return Some(frame.map(|f| f.reason.to_string()).unwrap_or_default()),
+            Some(Ok(_)) => continue,
+            _ => return Some(String::new()),
+        }
+    }
+}
+
+both_engines!(a_live_socket_ends_when_its_user_is_deactivated_or_demoted, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    let sasha = app.user_id("sasha@virel.com").await;
+    let tommy = app.user_id("tommy@virel.com").await;
+    let (mut ws, _) = crate::action_center::connect(&app.base, &app.login("sasha@virel.com").await).await;
+    let (st, b) = app.patch(&admin, &format!("/users/{sasha}"), json!({"active": false})).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let reason = closed_with(&mut ws, Duration::from_secs(8)).await.expect("the socket closes within seconds");
+    assert_eq!(reason, "account deactivated");
+
+    let (mut ws, _) = crate::action_center::connect(&app.base, &app.login("tommy@virel.com").await).await;
+    let (st, b) = app.patch(&admin, &format!("/users/{tommy}"), json!({"role": "OPERATOR"})).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let reason = closed_with(&mut ws, Duration::from_secs(8)).await.expect("the socket closes within seconds");
+    assert_eq!(reason, "role changed");
+});

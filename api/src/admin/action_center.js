@@ -393,6 +393,7 @@
     else if (m.type === "item.upserted") upsert(m.item);
     else if (m.type === "item.removed" && m.item) remove(key(m.item));
     else if (m.type === "error") say((m.error && m.error.message) || "The live feed failed.", true);
+    else if (m.type === "resync") load();
   }
   function setLive(s, text) {
     live.setAttribute("data-state", s);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use poem::Request;
-use poem::web::websocket::{Message, WebSocket};
+use poem::web::websocket::{CloseCode, Message, WebSocket};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
@@ -160,8 +160,8 @@ pub async fn ws(req: &Request, ws: WebSocket, state: poem::web::Data<&Arc<AppSta
     use tracing::Instrument;
     let state: Arc<AppState> = state.0.clone();
     let early = match auth::credential(req) {
-        Some(_) => match auth::ctx_from_request(&state, req).await {
-            Ok(ctx) => Some(ctx),
+        Some(c) => match auth::ctx_from_request(&state, req).await {
+            Ok(ctx) => Some((ctx, auth::expiry(&state, &c))),
             Err(e) => return e.into_response_error(),
         },
         None if !auth::origin_allowed(&state, req) => return auth::cross_site().into_response_error(),
@@ -173,7 +173,7 @@ pub async fn ws(req: &Request, ws: WebSocket, state: poem::web::Data<&Arc<AppSta
     ws.on_upgrade(move |socket| {
         async move {
             let (mut sink, mut stream) = socket.split();
-            let ctx = match early {
+            let (ctx, expires_at) = match early {
                 Some(c) => c,
                 None => {
                     // The first message must authenticate, within 10 seconds.
@@ -185,7 +185,9 @@ pub async fn ws(req: &Request, ws: WebSocket, state: poem::web::Data<&Arc<AppSta
                         _ => None,
                     };
                     let ctx = match token {
-                        Some(t) => auth::ctx_for_token(&state, &t, ip, request_id).await,
+                        Some(t) => auth::ctx_for_token(&state, &t, ip, request_id)
+                            .await
+                            .map(|c| (c, auth::expiry(&state, &auth::Credential::Bearer(t)))),
                         None => None,
                     };
                     match ctx {
@@ -198,14 +200,27 @@ pub async fn ws(req: &Request, ws: WebSocket, state: poem::web::Data<&Arc<AppSta
                     }
                 }
             };
-            let (id, mut rx) = state.hub.join(&state.db, ctx).await;
+            let (id, mut rx, behind) = state.hub.join(&state.db, ctx.clone()).await;
             let mut ping = tokio::time::interval(std::time::Duration::from_secs(25));
+            let mut recheck = tokio::time::interval(RECHECK);
             loop {
                 tokio::select! {
                     out = rx.recv() => match out {
-                        Some(m) => if sink.send(Message::Text(m)).await.is_err() { break },
+                        Some(m) => {
+                            if behind.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                                // Fell behind: what is queued is stale; the client re-fetches.
+                                while rx.try_recv().is_ok() {}
+                                if sink.send(Message::Text(crate::realtime::RESYNC.into())).await.is_err() { break }
+                            } else if sink.send(Message::Text(m)).await.is_err() { break }
+                        }
                         None => break,
                     },
+                    _ = recheck.tick() => {
+                        if let Some(reason) = session_ended(&state, &ctx, expires_at).await {
+                            let _ = sink.send(Message::Close(Some((CloseCode::Policy, reason.into())))).await;
+                            break;
+                        }
+                    }
                     incoming = stream.next() => match incoming {
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                         _ => {}
@@ -218,6 +233,26 @@ pub async fn ws(req: &Request, ws: WebSocket, state: poem::web::Data<&Arc<AppSta
         .instrument(span)
     })
     .into_response()
+}
+
+/// How often a live connection's session is checked again.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Why a live connection must end now, if it must: its token expired, its user was
+/// deactivated or removed, or its role changed (the client reconnects with its new view).
+async fn session_ended(state: &AppState, ctx: &virel_domain::Ctx, expires_at: Option<i64>) -> Option<&'static str> {
+    if expires_at.is_none_or(|exp| chrono::Utc::now().timestamp() >= exp) {
+        return Some("token expired");
+    }
+    let id = ctx.actor.user_id()?;
+    match virel_domain::commands::users::get_self(&state.db, id).await {
+        Ok(u) if !u.active => Some("account deactivated"),
+        Ok(u) if virel_domain::policy::Role::parse(&u.role) != ctx.actor.role() => Some("role changed"),
+        Ok(_) => None,
+        Err(virel_domain::DomainError::NotFound { .. }) => Some("account removed"),
+        // The database is briefly unreachable: keep the socket, check again later.
+        Err(_) => None,
+    }
 }
 
 impl ApiError {
