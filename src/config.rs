@@ -289,6 +289,16 @@ impl Config {
         })
     }
 
+    /// The API's settings. `public_url`'s origin is the one cookie-authenticated writes may
+    /// come from (besides the request's own host); https there makes the cookies `Secure`.
+    pub fn api(&self) -> virel_api::ApiSettings {
+        virel_api::ApiSettings {
+            trust_proxy: self.trust_proxy,
+            secure_cookies: self.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
+            public_origin: self.public_url.as_deref().map(origin_of),
+        }
+    }
+
     pub fn scheduler(&self) -> virel_scheduler::SchedulerConfig {
         virel_scheduler::SchedulerConfig { sweep_secs: self.sla_sweep_secs, host: self.host.clone() }
     }
@@ -315,6 +325,15 @@ impl Config {
         let secret = virel_domain::commands::auth::random_secret();
         write_private(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(secret.into_bytes())
+    }
+}
+
+/// `https://ops.example.com/virel` → `https://ops.example.com`.
+fn origin_of(url: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[scheme_end..].find('/') {
+        Some(i) => url[..scheme_end + i].to_string(),
+        None => url.to_string(),
     }
 }
 
@@ -382,6 +401,17 @@ mod tests {
             let msg = format!("{err:#}");
             assert!(msg.contains(needle), "{vars:?} {file:?}: {msg}");
         }
+    }
+
+    #[test]
+    fn the_public_url_sets_the_origin_and_secure_cookies() {
+        let c = Config::from_sources(env(&[("VIREL_PUBLIC_URL", "https://ops.example.com/virel/")]), None).unwrap();
+        let api = c.api();
+        assert_eq!(api.public_origin.as_deref(), Some("https://ops.example.com"));
+        assert!(api.secure_cookies);
+        let c = Config::from_sources(env(&[("VIREL_PUBLIC_URL", "http://localhost:3000")]), None).unwrap();
+        assert!(!c.api().secure_cookies);
+        assert!(Config::from_sources(env(&[("VIREL_PUBLIC_URL", "ops.example.com")]), None).is_err());
     }
 
     #[test]

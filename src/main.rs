@@ -147,6 +147,7 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
         let mut state = virel_api::AppState::new(db.clone(), &cfg.jwt_secret()?);
         state.live_redis = queues.as_ref().and_then(|q| q.live_channel());
         state.queues = queues.clone().map(|q| Arc::new(q) as Arc<dyn virel_domain::jobs::QueueBackend>);
+        state.settings = cfg.api();
 
         let state = state.shared();
 

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use poem::Request;
-use poem_openapi::auth::Bearer;
+use poem::http::Method;
+use poem::http::header::{AUTHORIZATION, HOST, ORIGIN, UPGRADE};
+use poem::{Request, RequestBody};
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi, SecurityScheme};
+use poem_openapi::registry::{MetaSecurityScheme, Registry};
+use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, Object, OpenApi};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use virel_domain::commands::auth as domain_auth;
@@ -15,7 +17,7 @@ use virel_domain::policy::Role;
 use virel_domain::rows::User;
 use virel_domain::{Ctx, commands::users};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::{ApiTags, AppState, request_meta};
 
 pub const ACCESS_TTL_SECS: i64 = 15 * 60;
@@ -52,26 +54,177 @@ impl JwtKeys {
     }
 }
 
-/// The authenticated caller: the domain context every command receives.
-#[derive(SecurityScheme)]
-#[oai(ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
+/// The authenticated caller: the domain context every command receives. Extracted by
+/// `ctx_from_request` (a bearer header, the session cookie, or the live feed's `?token=`);
+/// documented as the bearer scheme.
 pub struct Auth(pub Ctx);
 
-async fn check_bearer(req: &Request, bearer: Bearer) -> Option<Ctx> {
-    let state = req.data::<Arc<AppState>>()?;
-    ctx_from_token(state, req, &bearer.token).await
+impl<'a> ApiExtractor<'a> for Auth {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        registry.create_security_scheme(
+            "Auth",
+            MetaSecurityScheme {
+                ty: "http",
+                description: Some(
+                    "A JWT access token from `POST /auth/login`. Same-origin pages may use the \
+                     `virel_session` cookie instead.",
+                ),
+                name: None,
+                key_in: None,
+                scheme: Some("bearer"),
+                bearer_format: Some("JWT"),
+                flows: None,
+                openid_connect_url: None,
+            },
+        );
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec!["Auth"]
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let state = req.data::<Arc<AppState>>().ok_or_else(|| ApiError::unauthorized("no application state"))?;
+        Ok(Auth(ctx_from_request(state, req).await?))
+    }
+}
+
+/// The credential a request presents, in order of precedence.
+pub enum Credential {
+    /// `Authorization: Bearer <token>` (an explicit header always wins).
+    Bearer(String),
+    /// The operator pages' `virel_session` cookie.
+    Cookie(String),
+    /// `?token=` on the live feed (`/api/v1/ws`) only: browsers cannot set headers there.
+    Query(String),
+}
+
+pub const WS_PATH: &str = "/api/v1/ws";
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+pub fn credential(req: &Request) -> Option<Credential> {
+    if let Some(v) = req.headers().get(AUTHORIZATION) {
+        let t = v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(|t| t.trim().to_string());
+        return Some(Credential::Bearer(t.unwrap_or_default()));
+    }
+    if let Some(t) = crate::admin::cookie(req, crate::admin::SESSION_COOKIE) {
+        return Some(Credential::Cookie(t));
+    }
+    if req.uri().path() == WS_PATH {
+        let q = req.params::<TokenQuery>().ok().and_then(|q| q.token).filter(|t| !t.is_empty());
+        return q.map(Credential::Query);
+    }
+    None
+}
+
+/// The one way in: the request's credential (bearer header, session cookie, or the live
+/// feed's query token) as the caller's context. The session cookie is accepted on unsafe
+/// methods and WebSocket upgrades only from the same origin; a WebSocket upgrade from another
+/// origin is refused whatever its credential.
+pub async fn ctx_from_request(state: &AppState, req: &Request) -> Result<Ctx, ApiError> {
+    if is_upgrade(req) && !origin_allowed(state, req) {
+        return Err(cross_site());
+    }
+    let token = match credential(req) {
+        None => return Err(ApiError::unauthorized("a valid bearer token is required")),
+        Some(Credential::Cookie(t)) => {
+            if (is_unsafe(req) || is_upgrade(req)) && !same_origin(state, req) {
+                return Err(cross_site());
+            }
+            t
+        }
+        Some(Credential::Bearer(t) | Credential::Query(t)) => t,
+    };
+    ctx_from_token(state, req, &token).await.ok_or_else(|| ApiError::unauthorized("a valid bearer token is required"))
+}
+
+/// 403: the session cookie (or a WebSocket upgrade) from another site.
+pub fn cross_site() -> ApiError {
+    ApiError::Forbidden(Json(ErrorBody::new(
+        "forbidden",
+        "cross-site request refused",
+        serde_json::json!({"reason": "cross_site"}),
+    )))
+}
+
+fn is_unsafe(req: &Request) -> bool {
+    !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+fn is_upgrade(req: &Request) -> bool {
+    req.headers().get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// The browser says the request comes from this site: `Sec-Fetch-Site` is `same-origin` or
+/// `none` (typed by the user) when present, and `Origin` matches when present.
+pub fn same_origin(state: &AppState, req: &Request) -> bool {
+    let site = req.headers().get("sec-fetch-site").map(|v| v.to_str().unwrap_or(""));
+    if site.is_some_and(|s| !matches!(s, "same-origin" | "none")) {
+        return false;
+    }
+    origin_allowed(state, req)
+}
+
+/// No `Origin`, or one naming this server: the request's host (`Host`, or HTTP/2's
+/// `:authority`) or the configured public origin.
+pub fn origin_allowed(state: &AppState, req: &Request) -> bool {
+    let Some(origin) = req.headers().get(ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim().trim_end_matches('/');
+    if state.settings.public_origin.as_deref().is_some_and(|p| p.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host =
+        req.headers().get(HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()));
+    match (host, origin.split_once("://")) {
+        (Some(host), Some((scheme, rest))) => matches!(scheme, "http" | "https") && rest.eq_ignore_ascii_case(host),
+        _ => false,
+    }
+}
+
+/// When the credential's access token expires (seconds since the epoch); None if invalid.
+pub fn expiry(state: &AppState, c: &Credential) -> Option<i64> {
+    match c {
+        Credential::Bearer(t) | Credential::Cookie(t) | Credential::Query(t) => state.jwt.verify(t).map(|c| c.exp),
+    }
 }
 
 /// Resolves an access token to a context; the user is re-read so a deactivated account or a
 /// changed role takes effect at once, not when the token expires.
 pub async fn ctx_from_token(state: &AppState, req: &Request, token: &str) -> Option<Ctx> {
+    let (ip, request_id) = request_meta(req);
+    ctx_for_token(state, token, ip, request_id).await
+}
+
+/// `ctx_from_token` where the request is gone (the live feed's first message).
+pub async fn ctx_for_token(
+    state: &AppState,
+    token: &str,
+    ip: Option<String>,
+    request_id: Option<String>,
+) -> Option<Ctx> {
     let claims = state.jwt.verify(token)?;
     let user = users::get_self(&state.db, claims.sub).await.ok()?;
     if !user.active {
         return None;
     }
     let role = Role::parse(&user.role)?;
-    let (ip, request_id) = request_meta(req);
     Some(Ctx::user(user.id, role).with_request(ip, request_id))
 }
 

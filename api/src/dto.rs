@@ -6,6 +6,7 @@ use poem_openapi::Object;
 use serde_json::Value;
 use uuid::Uuid;
 use virel_domain::Ctx;
+use virel_domain::action_center;
 use virel_domain::commands::Money as DMoney;
 use virel_domain::policy::{mask_email, mask_json, mask_phone, mask_telegram};
 use virel_domain::rows;
@@ -469,3 +470,79 @@ page!(TaskPage, TaskOut);
 page!(ExceptionPage, ExceptionOut);
 page!(AuditPage, AuditOut);
 page!(UserPage, crate::auth::UserOut);
+
+// The Action Center item: one wire shape for `GET /action-center` and the live feed's
+// `snapshot` and `item.upserted` messages.
+
+#[derive(Object, Clone)]
+pub struct SubjectOut {
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub id: Uuid,
+    /// A short label (client and model names, a title).
+    pub label: String,
+}
+
+#[derive(Object, Clone)]
+pub struct ItemOut {
+    /// task or exception.
+    pub kind: String,
+    pub id: Uuid,
+    #[oai(rename = "type")]
+    pub item_type: String,
+    pub title: String,
+    /// critical, high, normal or low (an exception's severity mapped onto priorities).
+    pub priority: String,
+    pub severity: Option<String>,
+    pub status: String,
+    pub due_at: Option<DateTime<Utc>>,
+    /// breached, at_risk (less than 20% of its window left, by default) or ok.
+    pub sla_state: String,
+    /// The SLA clock is stopped while the subject waits on the client.
+    pub sla_paused: bool,
+    pub escalation_level: i64,
+    pub assignee_id: Option<Uuid>,
+    pub assignee_name: Option<String>,
+    pub subject: Option<SubjectOut>,
+    pub created_at: DateTime<Utc>,
+    pub version: i64,
+    pub open: bool,
+}
+
+impl From<action_center::Item> for ItemOut {
+    fn from(i: action_center::Item) -> ItemOut {
+        ItemOut {
+            kind: i.kind,
+            id: i.id,
+            item_type: i.item_type,
+            title: i.title,
+            priority: i.priority,
+            severity: i.severity,
+            status: i.status,
+            due_at: i.due_at,
+            sla_state: i.sla_state,
+            sla_paused: i.sla_paused,
+            escalation_level: i.escalation_level,
+            assignee_id: i.assignee_id,
+            assignee_name: i.assignee_name,
+            subject: i.subject.map(|s| SubjectOut { kind: s.kind, id: s.id, label: s.label }),
+            created_at: i.created_at,
+            version: i.version,
+            open: i.open,
+        }
+    }
+}
+
+#[derive(Object, Clone)]
+pub struct CountsOut {
+    pub breached: u64,
+    pub at_risk: u64,
+    pub ok: u64,
+    pub total: u64,
+}
+
+impl From<&action_center::Counts> for CountsOut {
+    fn from(c: &action_center::Counts) -> CountsOut {
+        CountsOut { breached: c.breached as u64, at_risk: c.at_risk as u64, ok: c.ok as u64, total: c.total as u64 }
+    }
+}

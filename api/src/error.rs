@@ -68,6 +68,24 @@ impl ApiError {
     }
 }
 
+/// The HTTP status of a domain error: the domain knows no HTTP, this is the one mapping.
+pub fn status_of(e: &DomainError) -> StatusCode {
+    match e {
+        DomainError::NotFound { .. } => StatusCode::NOT_FOUND,
+        DomainError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        DomainError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        DomainError::InvalidTransition { .. }
+        | DomainError::BookingOverlap { .. }
+        | DomainError::VersionConflict { .. }
+        | DomainError::Duplicate(_)
+        | DomainError::GuardFailed { .. } => StatusCode::CONFLICT,
+        DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        DomainError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        DomainError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DomainError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> ApiError {
         let message = match &e {
@@ -79,14 +97,14 @@ impl From<DomainError> for ApiError {
             other => other.to_string(),
         };
         let body = Json(ErrorBody::new(e.code(), message, e.details()));
-        match e.status() {
-            401 => ApiError::Unauthorized(body),
-            403 => ApiError::Forbidden(body),
-            404 => ApiError::NotFound(body),
-            409 => ApiError::Conflict(body),
-            422 => ApiError::Unprocessable(body),
-            429 => ApiError::TooManyRequests(body),
-            503 => ApiError::Unavailable(body),
+        match status_of(&e) {
+            StatusCode::UNAUTHORIZED => ApiError::Unauthorized(body),
+            StatusCode::FORBIDDEN => ApiError::Forbidden(body),
+            StatusCode::NOT_FOUND => ApiError::NotFound(body),
+            StatusCode::CONFLICT => ApiError::Conflict(body),
+            StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(body),
+            StatusCode::TOO_MANY_REQUESTS => ApiError::TooManyRequests(body),
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(body),
             _ => ApiError::Internal(body),
         }
     }

@@ -8,16 +8,33 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures_util::StreamExt;
-use serde_json::json;
+use poem_openapi::types::ToJSON;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 use virel_domain::action_center::{self, Filter, Item};
 use virel_domain::outbox::Change;
 use virel_domain::{Ctx, Db};
 
+use crate::dto::{CountsOut, ItemOut};
+
+/// An item as the REST list shows it (`ItemOut`), for the live feed.
+fn wire(item: Item) -> Value {
+    ItemOut::from(item).to_json().unwrap_or(Value::Null)
+}
+
+/// Messages a connection may have waiting; a client that falls further behind is told to
+/// `resync` (re-fetch its list) instead of being fed a silently diverging one.
+pub const QUEUE_LIMIT: usize = 256;
+
+/// The resync message.
+pub const RESYNC: &str = r#"{"type":"resync"}"#;
+
 struct Conn {
     ctx: Ctx,
-    tx: mpsc::UnboundedSender<String>,
+    tx: mpsc::Sender<String>,
+    /// Set when a message could not be queued; the socket then sends `resync`.
+    behind: std::sync::Arc<AtomicBool>,
     /// Items this connection was told about, to know when to tell it they are gone.
     seen: HashSet<(String, Uuid)>,
 }
@@ -36,23 +53,26 @@ impl Hub {
         self.conns.lock().map(|c| c.len()).unwrap_or(0)
     }
 
-    /// Registers a connection and sends it a snapshot of its Action Center.
-    pub async fn join(&self, db: &Db, ctx: Ctx) -> (u64, mpsc::UnboundedReceiver<String>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Registers a connection and sends it a snapshot of its Action Center: its id, its
+    /// bounded queue, and the flag set when the queue overflowed (send `RESYNC` then).
+    pub async fn join(&self, db: &Db, ctx: Ctx) -> (u64, mpsc::Receiver<String>, std::sync::Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
+        let behind = std::sync::Arc::new(AtomicBool::new(false));
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut seen = HashSet::new();
         let snapshot = match action_center::list(db, &ctx, &Filter::default()).await {
             Ok(l) => {
                 seen.extend(l.items.iter().map(|i| (i.kind.clone(), i.id)));
-                json!({"type": "snapshot", "items": l.items, "counts": l.counts})
+                let items: Vec<Value> = l.items.into_iter().map(wire).collect();
+                json!({"type": "snapshot", "items": items, "counts": CountsOut::from(&l.counts).to_json()})
             }
             Err(e) => json!({"type": "error", "error": {"code": e.code(), "message": e.to_string()}}),
         };
-        let _ = tx.send(snapshot.to_string());
+        let _ = tx.try_send(snapshot.to_string());
         if let Ok(mut c) = self.conns.lock() {
-            c.insert(id, Conn { ctx, tx, seen });
+            c.insert(id, Conn { ctx, tx, behind: behind.clone(), seen });
         }
-        (id, rx)
+        (id, rx, behind)
     }
 
     pub fn leave(&self, id: u64) {
@@ -94,7 +114,7 @@ impl Hub {
 
     fn push(&self, item: &Item) {
         let key = (item.kind.clone(), item.id);
-        let upserted = json!({"type": "item.upserted", "item": item}).to_string();
+        let upserted = json!({"type": "item.upserted", "item": wire(item.clone())}).to_string();
         let removed = json!({"type": "item.removed", "item": {"kind": item.kind, "id": item.id}}).to_string();
         let Ok(mut conns) = self.conns.lock() else { return };
         conns.retain(|_, c| {
@@ -106,8 +126,15 @@ impl Hub {
             } else {
                 None
             };
-            // A closed socket drops its connection.
-            msg.is_none_or(|m| c.tx.send(m.clone()).is_ok())
+            // A closed socket drops its connection; a full queue asks the client to resync.
+            match msg.map(|m| c.tx.try_send(m.clone())) {
+                None | Some(Ok(())) => true,
+                Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                    c.behind.store(true, Ordering::SeqCst);
+                    true
+                }
+                Some(Err(mpsc::error::TrySendError::Closed(_))) => false,
+            }
         });
     }
 

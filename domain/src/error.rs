@@ -18,15 +18,15 @@ pub enum DomainError {
     VersionConflict { entity: &'static str, current_version: Option<i64> },
     #[error("{0}")]
     Duplicate(String),
-    /// Well-formed but invalid input (422).
+    /// Well-formed but invalid input.
     #[error("{0}")]
     Invalid(String),
-    /// A state machine guard refused an otherwise allowed transition (409).
+    /// A state machine guard refused an otherwise allowed transition.
     #[error("{message}")]
     GuardFailed { guard: &'static str, message: String },
     #[error("too many attempts; retry in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
-    /// A dependency is down; nothing was written (503).
+    /// A dependency is down; nothing was written.
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -57,23 +57,6 @@ impl DomainError {
             DomainError::TooManyRequests { .. } => "too_many_requests",
             DomainError::Unavailable(_) => "service_unavailable",
             DomainError::Internal(_) => "internal",
-        }
-    }
-
-    pub fn status(&self) -> u16 {
-        match self {
-            DomainError::NotFound { .. } => 404,
-            DomainError::Forbidden { .. } => 403,
-            DomainError::Unauthorized(_) => 401,
-            DomainError::InvalidTransition { .. }
-            | DomainError::BookingOverlap { .. }
-            | DomainError::VersionConflict { .. }
-            | DomainError::Duplicate(_)
-            | DomainError::GuardFailed { .. } => 409,
-            DomainError::Invalid(_) => 422,
-            DomainError::TooManyRequests { .. } => 429,
-            DomainError::Unavailable(_) => 503,
-            DomainError::Internal(_) => 500,
         }
     }
 

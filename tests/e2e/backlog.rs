@@ -100,7 +100,8 @@ async fn setup(engine: Engine) -> Setup {
 /// Starts the worker pools for every queue (as `TestApp::start_full` and `virel worker` do),
 /// with the counting handler registered; returns the stop switch and the pools' task.
 fn start_workers(s: &Setup, seen: &Arc<Seen>) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let rt = Runtime::new(s.db.clone(), s.queues.clone(), RetrySettings::default()).with_handler(HANDLER, seen.handler());
+    let rt =
+        Runtime::new(s.db.clone(), s.queues.clone(), RetrySettings::default()).with_handler(HANDLER, seen.handler());
     let cfg = WorkerConfig { liveness: s.liveness.clone(), ..Default::default() };
     let (tx, rx) = tokio::sync::watch::channel(false);
     let h = tokio::spawn(async move {

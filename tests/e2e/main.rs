@@ -15,6 +15,7 @@ mod bad_input;
 mod browser;
 mod concurrency;
 mod domain_fixes;
+mod edge_security;
 mod scaled;
 mod security;
 mod sla_and_quick_actions;

@@ -35,41 +35,8 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
-const STYLE: &str = r#"
-*{box-sizing:border-box}
-body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;background:#f4f5f8}
-header{display:flex;align-items:center;gap:20px;padding:10px 24px;background:#1d2330;color:#fff}
-header .brand{font-weight:700;letter-spacing:.04em}
-header nav{display:flex;gap:14px;flex:1}
-header a{color:#cfd6e6;text-decoration:none}
-header a:hover,header a.on{color:#fff;text-decoration:underline}
-header .who{color:#cfd6e6}
-header .role{font-size:11px;padding:1px 6px;border:1px solid #55607a;border-radius:8px;margin-left:4px}
-header form{margin:0}
-main{padding:20px 24px;max-width:1200px}
-h1{font-size:20px;margin:0 0 4px}
-h2{font-size:16px;margin:0 0 8px}
-.muted{color:#667085}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:14px;margin:14px 0}
-.card{background:#fff;border:1px solid #dde1ea;border-radius:6px;padding:14px}
-table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eceef3;vertical-align:top}
-th{font-weight:600;color:#475067}
-td.n{text-align:right;font-variant-numeric:tabular-nums}
-.warn{color:#b54708;font-weight:600}
-.bad{color:#b42318;font-weight:600}
-.err{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;white-space:pre-wrap;word-break:break-word;max-width:460px}
-pre{margin:4px 0 0;font-size:12px;white-space:pre-wrap;word-break:break-word;max-width:460px}
-.flash{padding:8px 12px;border-radius:5px;margin:10px 0;background:#ecfdf3;border:1px solid #abefc6}
-.flash.error{background:#fef3f2;border-color:#fecdca}
-button{font:inherit;padding:4px 12px;border:1px solid #aab2c5;border-radius:4px;background:#fff;cursor:pointer}
-button.primary{background:#2950d1;border-color:#2950d1;color:#fff}
-header button{background:transparent;color:#fff;border-color:#55607a}
-.login{max-width:340px;margin:10vh auto;background:#fff;border:1px solid #dde1ea;border-radius:8px;padding:24px}
-.login label{display:block;margin:12px 0 4px;font-weight:600}
-.login input{width:100%;padding:7px 9px;font:inherit;border:1px solid #aab2c5;border-radius:4px}
-.login button{margin-top:16px;width:100%;padding:8px}
-"#;
+/// The shared style sheet of every page (inlined: the pages load no external assets).
+const STYLE: &str = include_str!("layout.css");
 
 /// The document around a page's body; `head` goes into `<head>` (a refresh, say).
 pub fn document(title: &str, head: &str, body: &str) -> String {

@@ -1,6 +1,8 @@
-//! The operator pages under `/admin`, served by the API process: server-rendered HTML with
-//! inline CSS, no framework, no external assets. The queue dashboard works without JavaScript;
-//! the Action Center carries one small inline script (allowed by its hash) for live updates.
+//! The operator pages under `/admin`, served by the API process: server-rendered HTML, no
+//! framework, no external assets. The CSS (`layout.css`, `action_center.css`) and the one
+//! script (`action_center.js`) live in their own files, inlined with `include_str!`. The queue
+//! dashboard works without JavaScript; the Action Center's script (allowed by its hash) keeps
+//! its list live.
 //!
 //! - `session`: the cookie session (login, logout) and `page_guard`, which every page but the
 //!   login wraps itself in: `.at("/admin/x", get(page).around(admin::page_guard))`; the

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use cookie::{Cookie, SameSite};
 use poem::http::header::{LOCATION, SET_COOKIE};
 use poem::http::{HeaderValue, Method, StatusCode, uri::Scheme};
 use poem::web::{Data, Form, Query};
@@ -31,24 +32,23 @@ pub const REFRESH_COOKIE: &str = "virel_refresh";
 pub const DEFAULT_LANDING: &str = "/admin/action-center";
 const REFRESH_MAX_AGE_SECS: i64 = domain_auth::REFRESH_TTL_DAYS * 24 * 3600;
 
-/// The value of one cookie of the request (any of its `Cookie` headers).
+/// The value of one cookie of the request (any of its `Cookie` headers), parsed by the
+/// `cookie` crate.
 pub fn cookie(req: &Request, name: &str) -> Option<String> {
     req.headers()
         .get_all("cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| k.trim() == name)
-        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        .flat_map(|v| Cookie::split_parse(v).filter_map(Result::ok))
+        .find(|c| c.name() == name)
+        .map(|c| c.value_trimmed().to_string())
         .filter(|v| !v.is_empty())
 }
 
 /// Whether the browser reached us over https: a TLS listener, or (behind a proxy that is
-/// trusted, `VIREL_TRUST_PROXY=1`, as for the caller's address) `X-Forwarded-Proto: https`.
+/// trusted, `ApiSettings::trust_proxy`, as for the caller's address) `X-Forwarded-Proto: https`.
 pub fn is_https(req: &Request) -> bool {
-    static TRUST_PROXY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let trust = *TRUST_PROXY.get_or_init(|| matches!(std::env::var("VIREL_TRUST_PROXY").as_deref(), Ok("1" | "true")));
+    let trust = req.data::<Arc<AppState>>().is_some_and(|s| s.settings.trust_proxy);
     if *req.scheme() == Scheme::HTTPS {
         return true;
     }
@@ -61,9 +61,18 @@ pub fn is_https(req: &Request) -> bool {
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
 
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, and Secure when the public URL is https
+/// (`ApiSettings::secure_cookies`) or this request came over https.
 fn set_cookie(req: &Request, name: &str, value: &str, path: &str, max_age: i64) -> String {
-    let secure = if is_https(req) { "; Secure" } else { "" };
-    format!("{name}={value}; HttpOnly; SameSite=Strict; Path={path}; Max-Age={max_age}{secure}")
+    let secure = is_https(req) || req.data::<Arc<AppState>>().is_some_and(|s| s.settings.secure_cookies);
+    Cookie::build((name.to_string(), value.to_string()))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path(path.to_string())
+        .max_age(cookie::time::Duration::seconds(max_age))
+        .secure(secure)
+        .build()
+        .to_string()
 }
 
 /// The two cookies of a fresh session.
@@ -113,15 +122,13 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-/// A form post the browser says another site started (defence in depth behind SameSite).
+/// A form post the browser says another site started (`Sec-Fetch-Site`, `Origin`): defence
+/// in depth behind SameSite, the same check as the API's cookie writes.
 fn cross_site_write(req: &Request) -> bool {
     if matches!(*req.method(), Method::GET | Method::HEAD) {
         return false;
     }
-    req.headers()
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !matches!(v, "same-origin" | "none"))
+    req.data::<Arc<AppState>>().is_none_or(|s| !crate::auth::same_origin(s, req))
 }
 
 fn cross_site_refusal() -> Response {
@@ -181,10 +188,7 @@ fn error_text(e: &DomainError) -> (StatusCode, &'static str, String) {
             tracing::error!(detail = %detail, "internal error on an admin page");
             (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Something went wrong; try again.".into())
         }
-        other => {
-            let status = StatusCode::from_u16(other.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (status, "Cannot do that", other.to_string())
-        }
+        other => (crate::error::status_of(other), "Cannot do that", other.to_string()),
     }
 }
 

@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use futures_util::{SinkExt, StreamExt};
 use poem::Request;
-use poem::web::websocket::{Message, WebSocket};
+use poem::web::websocket::{CloseCode, Message, WebSocket};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
@@ -13,79 +12,13 @@ use serde_json::Value;
 use uuid::Uuid;
 use virel_domain::action_center::{self, Filter};
 
-use crate::auth::{Auth, ctx_from_token};
+use crate::auth::{self, Auth};
+use crate::dto::{CountsOut, ItemOut};
 use crate::error::{ApiError, ApiResult};
 use crate::{ApiTags, AppState};
 
 pub struct Api {
     pub state: Arc<AppState>,
-}
-
-#[derive(Object, Clone)]
-pub struct SubjectOut {
-    #[oai(rename = "type")]
-    pub kind: String,
-    pub id: Uuid,
-    /// A short label (client and model names, a title).
-    pub label: String,
-}
-
-#[derive(Object, Clone)]
-pub struct ItemOut {
-    /// task or exception.
-    pub kind: String,
-    pub id: Uuid,
-    #[oai(rename = "type")]
-    pub item_type: String,
-    pub title: String,
-    /// critical, high, normal or low (an exception's severity mapped onto priorities).
-    pub priority: String,
-    pub severity: Option<String>,
-    pub status: String,
-    pub due_at: Option<DateTime<Utc>>,
-    /// breached, at_risk (less than 20% of its window left, by default) or ok.
-    pub sla_state: String,
-    /// The SLA clock is stopped while the subject waits on the client.
-    pub sla_paused: bool,
-    pub escalation_level: i64,
-    pub assignee_id: Option<Uuid>,
-    pub assignee_name: Option<String>,
-    pub subject: Option<SubjectOut>,
-    pub created_at: DateTime<Utc>,
-    pub version: i64,
-    pub open: bool,
-}
-
-impl From<action_center::Item> for ItemOut {
-    fn from(i: action_center::Item) -> ItemOut {
-        ItemOut {
-            kind: i.kind,
-            id: i.id,
-            item_type: i.item_type,
-            title: i.title,
-            priority: i.priority,
-            severity: i.severity,
-            status: i.status,
-            due_at: i.due_at,
-            sla_state: i.sla_state,
-            sla_paused: i.sla_paused,
-            escalation_level: i.escalation_level,
-            assignee_id: i.assignee_id,
-            assignee_name: i.assignee_name,
-            subject: i.subject.map(|s| SubjectOut { kind: s.kind, id: s.id, label: s.label }),
-            created_at: i.created_at,
-            version: i.version,
-            open: i.open,
-        }
-    }
-}
-
-#[derive(Object)]
-pub struct CountsOut {
-    pub breached: u64,
-    pub at_risk: u64,
-    pub ok: u64,
-    pub total: u64,
 }
 
 #[derive(Object)]
@@ -152,13 +85,7 @@ impl Api {
             priority: priority.0,
         };
         let l = action_center::list(&self.state.db, &auth.0, &f).await?;
-        let c = &l.counts;
-        let counts = CountsOut {
-            breached: c.breached as u64,
-            at_risk: c.at_risk as u64,
-            ok: c.ok as u64,
-            total: c.total as u64,
-        };
+        let counts = CountsOut::from(&l.counts);
         Ok(Json(ListOut { items: l.items.into_iter().map(Into::into).collect(), counts }))
     }
 
@@ -220,100 +147,112 @@ impl Api {
     }
 }
 
-#[derive(serde::Deserialize)]
-pub struct WsQuery {
-    token: Option<String>,
-}
-
 /// The live feed (WebSocket). Authenticate with the `Authorization` header, the session
-/// cookie, `?token=`, or a first message `{"type": "auth", "token": "..."}`. The server
-/// sends `{"type": "snapshot", "items": [...], "counts": {...}}`, then
-/// `{"type": "item.upserted", "item": {...}}` and `{"type": "item.removed", "item": {"kind", "id"}}`
-/// for the items the user may see. A reconnecting client gets a fresh snapshot.
+/// cookie (same origin only), `?token=`, or a first message `{"type": "auth", "token": "..."}`.
+/// An upgrade whose `Origin` names another site is refused (403). The server sends
+/// `{"type": "snapshot", "items": [...], "counts": {...}}`, then
+/// `{"type": "item.upserted", "item": {...}}` (the same item shape as `GET /action-center`) and
+/// `{"type": "item.removed", "item": {"kind", "id"}}` for the items the user may see. A
+/// reconnecting client gets a fresh snapshot.
 #[poem::handler]
-pub async fn ws(
-    req: &Request,
-    ws: WebSocket,
-    state: poem::web::Data<&Arc<AppState>>,
-    token: poem::web::Query<WsQuery>,
-) -> poem::Response {
+pub async fn ws(req: &Request, ws: WebSocket, state: poem::web::Data<&Arc<AppState>>) -> poem::Response {
     use poem::IntoResponse;
+    use tracing::Instrument;
     let state: Arc<AppState> = state.0.clone();
-    let header_token = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(String::from);
-    let early = match header_token.or(token.0.token) {
-        Some(t) => match ctx_from_token(&state, req, &t).await {
-            Some(ctx) => Some(ctx),
-            None => return ApiError::unauthorized("invalid or expired token").into_response_error(),
+    let early = match auth::credential(req) {
+        Some(c) => match auth::ctx_from_request(&state, req).await {
+            Ok(ctx) => Some((ctx, auth::expiry(&state, &c))),
+            Err(e) => return e.into_response_error(),
         },
+        None if !auth::origin_allowed(&state, req) => return auth::cross_site().into_response_error(),
         None => None,
     };
-    let state = state.clone();
     let (ip, request_id) = crate::request_meta(req);
-    ws.on_upgrade(move |socket| async move {
-        let (mut sink, mut stream) = socket.split();
-        let ctx = match early {
-            Some(c) => c,
-            None => {
-                // The first message must authenticate, within 10 seconds.
-                let first = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next()).await;
-                let token = match first {
-                    Ok(Some(Ok(Message::Text(t)))) => {
-                        serde_json::from_str::<Value>(&t).ok().and_then(|v| v["token"].as_str().map(String::from))
-                    }
-                    _ => None,
-                };
-                let ctx = match token {
-                    Some(t) => auth_token(&state, &t, ip, request_id).await,
-                    None => None,
-                };
-                match ctx {
-                    Some(c) => c,
-                    None => {
-                        let _ = sink.send(Message::Text(r#"{"type":"error","error":{"code":"unauthorized","message":"a valid token is required"}}"#.into())).await;
-                        let _ = sink.close().await;
-                        return;
+    // The connection's log lines keep the request's span (and id).
+    let span = tracing::Span::current();
+    ws.on_upgrade(move |socket| {
+        async move {
+            let (mut sink, mut stream) = socket.split();
+            let (ctx, expires_at) = match early {
+                Some(c) => c,
+                None => {
+                    // The first message must authenticate, within 10 seconds.
+                    let first = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next()).await;
+                    let token = match first {
+                        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<Value>(&t)
+                            .ok()
+                            .and_then(|v| v["token"].as_str().map(String::from)),
+                        _ => None,
+                    };
+                    let ctx = match token {
+                        Some(t) => auth::ctx_for_token(&state, &t, ip, request_id)
+                            .await
+                            .map(|c| (c, auth::expiry(&state, &auth::Credential::Bearer(t)))),
+                        None => None,
+                    };
+                    match ctx {
+                        Some(c) => c,
+                        None => {
+                            let _ = sink.send(Message::Text(r#"{"type":"error","error":{"code":"unauthorized","message":"a valid token is required"}}"#.into())).await;
+                            let _ = sink.close().await;
+                            return;
+                        }
                     }
                 }
+            };
+            let (id, mut rx, behind) = state.hub.join(&state.db, ctx.clone()).await;
+            let mut ping = tokio::time::interval(std::time::Duration::from_secs(25));
+            let mut recheck = tokio::time::interval(RECHECK);
+            loop {
+                tokio::select! {
+                    out = rx.recv() => match out {
+                        Some(m) => {
+                            if behind.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                                // Fell behind: what is queued is stale; the client re-fetches.
+                                while rx.try_recv().is_ok() {}
+                                if sink.send(Message::Text(crate::realtime::RESYNC.into())).await.is_err() { break }
+                            } else if sink.send(Message::Text(m)).await.is_err() { break }
+                        }
+                        None => break,
+                    },
+                    _ = recheck.tick() => {
+                        if let Some(reason) = session_ended(&state, &ctx, expires_at).await {
+                            let _ = sink.send(Message::Close(Some((CloseCode::Policy, reason.into())))).await;
+                            break;
+                        }
+                    }
+                    incoming = stream.next() => match incoming {
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        _ => {}
+                    },
+                    _ = ping.tick() => if sink.send(Message::Ping(Vec::new())).await.is_err() { break },
+                }
             }
-        };
-        let (id, mut rx) = state.hub.join(&state.db, ctx).await;
-        let mut ping = tokio::time::interval(std::time::Duration::from_secs(25));
-        loop {
-            tokio::select! {
-                out = rx.recv() => match out {
-                    Some(m) => if sink.send(Message::Text(m)).await.is_err() { break },
-                    None => break,
-                },
-                incoming = stream.next() => match incoming {
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    _ => {}
-                },
-                _ = ping.tick() => if sink.send(Message::Ping(Vec::new())).await.is_err() { break },
-            }
+            state.hub.leave(id);
         }
-        state.hub.leave(id);
+        .instrument(span)
     })
     .into_response()
 }
 
-async fn auth_token(
-    state: &AppState,
-    token: &str,
-    ip: Option<String>,
-    request_id: Option<String>,
-) -> Option<virel_domain::Ctx> {
-    let claims = state.jwt.verify(token)?;
-    let user = virel_domain::commands::users::get_self(&state.db, claims.sub).await.ok()?;
-    if !user.active {
-        return None;
+/// How often a live connection's session is checked again.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Why a live connection must end now, if it must: its token expired, its user was
+/// deactivated or removed, or its role changed (the client reconnects with its new view).
+async fn session_ended(state: &AppState, ctx: &virel_domain::Ctx, expires_at: Option<i64>) -> Option<&'static str> {
+    if expires_at.is_none_or(|exp| chrono::Utc::now().timestamp() >= exp) {
+        return Some("token expired");
     }
-    let role = virel_domain::policy::Role::parse(&user.role)?;
-    Some(virel_domain::Ctx::user(user.id, role).with_request(ip, request_id))
+    let id = ctx.actor.user_id()?;
+    match virel_domain::commands::users::get_self(&state.db, id).await {
+        Ok(u) if !u.active => Some("account deactivated"),
+        Ok(u) if virel_domain::policy::Role::parse(&u.role) != ctx.actor.role() => Some("role changed"),
+        Ok(_) => None,
+        Err(virel_domain::DomainError::NotFound { .. }) => Some("account removed"),
+        // The database is briefly unreachable: keep the socket, check again later.
+        Err(_) => None,
+    }
 }
 
 impl ApiError {

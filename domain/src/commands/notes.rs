@@ -51,8 +51,24 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, n: NewNote) -> DomainResult<
     Ok(row)
 }
 
+/// A note on a task or an exception needs the right to see it: an OPERATOR annotates their
+/// own and unassigned items only (as in the Action Center). A subject that does not exist is
+/// left to `check_subject`.
+async fn check_visible(db: &Db, ctx: &Ctx, n: &NewNote) -> DomainResult<()> {
+    let seen = match n.subject_type.as_str() {
+        "task" => super::tasks::get(db, ctx, n.subject_id).await.map(|_| ()),
+        "exception" => super::exceptions::get(db, ctx, n.subject_id).await.map(|_| ()),
+        _ => Ok(()),
+    };
+    match seen {
+        Err(DomainError::NotFound { .. }) => Ok(()),
+        other => other,
+    }
+}
+
 pub async fn create(db: &Db, ctx: &Ctx, n: NewNote) -> DomainResult<Note> {
     authorize(db, ctx, Permission::NotesWrite, "note").await?;
+    check_visible(db, ctx, &n).await?;
     let mut tx = db.begin().await?;
     let row = insert(&mut tx.conn(), ctx, n).await?;
     tx.commit().await?;

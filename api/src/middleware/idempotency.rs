@@ -1,0 +1,98 @@
+//! The `Idempotency-Key` store for writes.
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::{Endpoint, IntoResponse, Request, Response};
+
+use crate::error::{self, ErrorBody, json_response};
+use crate::{AppState, MAX_BODY_BYTES, request_meta};
+
+/// Writes with an `Idempotency-Key` header: the same key and body (for the same caller, within
+/// 24 hours) get the first response again, marked `idempotent-replayed: true`, without doing the
+/// work twice; the same key with another body is 422; while the first is still running, 409.
+/// A server error (5xx) forgets the key so the request can be tried again.
+pub async fn idempotency<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+    use poem::http::Method;
+    use sha2::{Digest, Sha256};
+    use virel_domain::idempotency::{self, Begin};
+    let Some(key) = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string) else {
+        return Ok(next.call(req).await?.into_response());
+    };
+    // Auth answers hold live tokens: they are never stored (and a login is not a write
+    // one would replay anyway).
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || !req.uri().path().starts_with("/api/v1/")
+        || req.uri().path().starts_with("/api/v1/auth/")
+    {
+        return Ok(next.call(req).await?.into_response());
+    }
+    let refuse = |status: StatusCode, code: &str, msg: &str| {
+        json_response(status, ErrorBody::new(code, msg, serde_json::json!({})))
+    };
+    if key.is_empty() || key.len() > 255 {
+        return Ok(refuse(StatusCode::BAD_REQUEST, "bad_request", "Idempotency-Key must be 1 to 255 characters"));
+    }
+    let Some(state) = req.data::<Arc<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.into_response());
+    };
+    let actor = crate::auth::ctx_from_request(&state, &req)
+        .await
+        .ok()
+        .and_then(|c| c.actor.user_id())
+        .map(|id| id.to_string())
+        .unwrap_or_else(|| format!("anonymous:{}", request_meta(&req).0.unwrap_or_default()));
+    // A body past the cap is an error here, answered 413 by `body_limit`.
+    let body = req.take_body().into_bytes_limit(MAX_BODY_BYTES).await?;
+    let mut h = Sha256::new();
+    h.update(req.method().as_str().as_bytes());
+    h.update(b" ");
+    h.update(req.uri().to_string().as_bytes());
+    h.update(b"\n");
+    h.update(&body);
+    let hash = hex::encode(h.finalize());
+    req.set_body(body);
+    let begun = match idempotency::begin(&state.db, &actor, &key, &hash).await {
+        Ok(b) => b,
+        Err(e) => return Ok(poem::Error::from(error::ApiError::from(e)).into_response()),
+    };
+    match begun {
+        Begin::Mismatch => Ok(refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "this Idempotency-Key was used with a different request",
+        )),
+        Begin::InProgress => {
+            Ok(refuse(StatusCode::CONFLICT, "duplicate", "a request with this Idempotency-Key is still in progress"))
+        }
+        Begin::Replay { status, body } => Ok(Response::builder()
+            .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+            .content_type("application/json; charset=utf-8")
+            .header("idempotent-replayed", "true")
+            .body(body)),
+        Begin::New => {
+            let resp = match next.call(req).await {
+                Ok(r) => r.into_response(),
+                Err(e) => {
+                    // Not stored: errors raised before a handler answered (bad JSON, no token)
+                    // leave the key free, and are rendered by the error middleware.
+                    let _ = idempotency::abandon(&state.db, &actor, &key).await;
+                    return Err(e);
+                }
+            };
+            let status = resp.status();
+
+            if status.is_server_error() {
+                let _ = idempotency::abandon(&state.db, &actor, &key).await;
+                return Ok(resp);
+            }
+            let (parts, body) = resp.into_parts();
+            let bytes = body.into_bytes().await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            if let Err(e) = idempotency::finish(&state.db, &actor, &key, status.as_u16(), &text).await {
+                tracing::warn!(error = %e, "cannot store an idempotent response");
+            }
+            Ok(Response::from_parts(parts, poem::Body::from(bytes)))
+        }
+    }
+}

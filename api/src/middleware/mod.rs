@@ -1,0 +1,14 @@
+//! The HTTP middlewares, outermost first as `app()` stacks them:
+//!
+//! - `request_id`: every request gets an id (the caller's `x-request-id` when sane), echoed in
+//!   the response; the rest of the request runs inside a span that carries it, so every log
+//!   line of the request has it.
+//! - `access_log`: one line per answer (method, path without the query string, status,
+//!   duration), inside that span.
+//! - `body_limit`: every body is capped at `MAX_BODY_BYTES`, however it is framed.
+//! - `idempotency`: the `Idempotency-Key` store for writes.
+
+pub mod access_log;
+pub mod body_limit;
+pub mod idempotency;
+pub mod request_id;
