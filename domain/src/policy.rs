@@ -143,18 +143,68 @@ permissions! {
     ActionCenterRead = "action_center:read",
 }
 
-/// `+447700900123` → `+44 7*** ***123`: the country code and the last three digits stay.
+/// Masks a phone number for callers without `clients:pii`: the country code and the last
+/// three digits of the national number stay, nothing of an area code ever shows.
+///
+/// The number is parsed as E.164 with `phonenumber` and shown as `+CC D*** ***NNN`:
+/// - `CC` is the country calling code, `NNN` the last three digits of the national number;
+///   the stars are always `*** ***`, whatever the length, so the length does not show either;
+/// - `D` is the first digit of the national number only when that digit says "mobile" and
+///   nothing about a place: the number is a mobile number by the country's numbering plan, or
+///   (for a number the plan does not list, like Ofcom's drama range `07700 900xxx`) its first
+///   digit is that of the country's mobile numbers and not that of its fixed lines. Otherwise
+///   (fixed lines, the North American plan where mobiles share area codes, anything else)
+///   `D` is a star as well.
+///
+/// | number            | masked            |
+/// |-------------------|-------------------|
+/// | `+447700900123`   | `+44 7*** ***123` |
+/// | `+442079460123`   | `+44 **** ***123` |
+/// | `+15551234567`    | `+1 **** ***567`  |
+/// | `+4915123456789`  | `+49 1*** ***789` |
+///
+/// A number that does not parse as E.164 keeps only its last three digits: `*** ***123`
+/// (all stars when it has three digits or fewer).
 pub fn mask_phone(phone: &str) -> String {
-    let digits: Vec<char> = phone.chars().filter(|c| c.is_ascii_digit()).collect();
-    if digits.len() <= 3 {
-        return "*".repeat(digits.len());
+    let Ok(number) = phonenumber::parse(None, phone) else {
+        let digits: Vec<char> = phone.chars().filter(|c| c.is_ascii_digit()).collect();
+        if digits.len() <= 3 {
+            return "*".repeat(digits.len());
+        }
+        let last: String = digits[digits.len() - 3..].iter().collect();
+        return format!("*** ***{last}");
+    };
+    let cc = number.code().value();
+    let national = format!("{}{}", "0".repeat(usize::from(number.national().zeros())), number.national().value());
+    if national.len() <= 3 {
+        return format!("+{cc} ***");
     }
-    let last: String = digits[digits.len() - 3..].iter().collect();
-    if phone.trim_start().starts_with('+') && digits.len() > 6 {
-        let cc: String = digits[..2].iter().collect();
-        format!("+{cc} {}*** ***{last}", digits[2])
-    } else {
-        format!("*** ***{last}")
+    let last = &national[national.len() - 3..];
+    let lead =
+        if national.len() >= 7 && leading_digit_is_mobile_only(&number, &national) { &national[..1] } else { "*" };
+    format!("+{cc} {lead}*** ***{last}")
+}
+
+/// Whether the first digit of `national` tells only that the number is a mobile one (see
+/// [`mask_phone`]).
+fn leading_digit_is_mobile_only(number: &phonenumber::PhoneNumber, national: &str) -> bool {
+    use phonenumber::metadata::DATABASE;
+    match number.number_type(&DATABASE) {
+        phonenumber::Type::Mobile => true,
+        phonenumber::Type::Unknown => {
+            // Not listed in any region's plan, so no region is known: the main one of the code.
+            let regions = DATABASE.by_code(&number.code().value()).unwrap_or_default();
+            let Some(meta) = regions.iter().find(|m| m.is_main_country_for_code()).or(regions.first()) else {
+                return false;
+            };
+            let first = |d: Option<&phonenumber::metadata::Descriptor>| {
+                d.and_then(|d| d.example()).and_then(|e| e.chars().next())
+            };
+            let lead = national.chars().next();
+            let (mobile, fixed) = (first(meta.descriptors().mobile()), first(meta.descriptors().fixed_line()));
+            mobile.is_some() && mobile == lead && fixed != lead
+        }
+        _ => false,
     }
 }
 
@@ -213,8 +263,47 @@ mod tests {
     #[test]
     fn masks_as_the_spec_shows() {
         assert_eq!(mask_phone("+447700900123"), "+44 7*** ***123");
+        assert_eq!(mask_phone("+15551234567"), "+1 **** ***567");
         assert_eq!(mask_email("jane@example.com"), "j***@example.com");
         assert_eq!(mask_telegram("@handle"), "@ha***");
+    }
+
+    /// The country code and the last three digits of the national number, and never a digit
+    /// of an area code.
+    #[test]
+    fn phone_masks_by_country() {
+        let cases = [
+            // US: area codes and mobiles share the first digit, which never shows.
+            ("+15551234567", "+1 **** ***567", "555"),
+            ("+1 (202) 555-0123", "+1 **** ***123", "202"),
+            // UK mobile (Ofcom's drama range, which the plan does not list, and a listed one).
+            ("+447700900123", "+44 7*** ***123", "7700"),
+            ("+44 7911 123456", "+44 7*** ***456", "7911"),
+            // UK landline (London 20): nothing of the area code.
+            ("+442079460123", "+44 **** ***123", "20"),
+            // Germany: mobile (15x) and Berlin (30).
+            ("+4915123456789", "+49 1*** ***789", "151"),
+            ("+49301234567", "+49 **** ***567", "30"),
+            // France: mobile (6) and Paris (1).
+            ("+33612345678", "+33 6*** ***678", "61"),
+            ("+33142685300", "+33 **** ***300", "142"),
+            // Russia: mobile (9) and Moscow (495).
+            ("+79123456789", "+7 9*** ***789", "912"),
+            ("+74951234567", "+7 **** ***567", "495"),
+            // Italy keeps the leading zero of its landlines in the national number.
+            ("+390612345678", "+39 **** ***678", "06"),
+            // Not E.164 (no country code): only the last three digits.
+            ("07700 900123", "*** ***123", "7700"),
+            ("+999 1234", "*** ***234", "999"),
+            ("555-0123", "*** ***123", "555"),
+            ("12", "**", "12"),
+            ("", "", "x"),
+        ];
+        for (raw, masked, hidden) in cases {
+            let got = mask_phone(raw);
+            assert_eq!(got, masked, "{raw}");
+            assert!(!got.contains(hidden), "{raw} -> {got} shows {hidden}");
+        }
     }
 
     #[test]

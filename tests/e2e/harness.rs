@@ -115,15 +115,27 @@ impl Drop for Guard {
 }
 
 /// Logs go nowhere unless `TEST_LOG` is set (then it is the filter, e.g. `TEST_LOG=info`).
+/// `TEST_LOG=info` (any filter) turns the system's logs on: shown with the test's output, or,
+/// with `VIREL_TEST_LOG_DIR` set, written without colours to `DIR/<test>.<pid>.log` (one
+/// file per test process), which `deploy/scan-logs.sh` scans for secrets.
 pub fn init_tracing() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        if let Ok(filter) = std::env::var("TEST_LOG") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_test_writer()
-                .try_init();
-        }
+        let Ok(filter) = std::env::var("TEST_LOG") else { return };
+        let builder = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter));
+        let file = std::env::var_os("VIREL_TEST_LOG_DIR").and_then(|dir| {
+            // nextest runs each test in its own process, named by its `--exact` argument.
+            let test = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_else(|| "e2e".into());
+            let name: String =
+                test.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '.' }).collect();
+            let dir = std::path::PathBuf::from(dir);
+            let _ = std::fs::create_dir_all(&dir);
+            std::fs::File::create(dir.join(format!("{name}.{}.log", std::process::id()))).ok()
+        });
+        let _ = match file {
+            Some(f) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).try_init(),
+            None => builder.with_test_writer().try_init(),
+        };
     });
 }
 

@@ -476,3 +476,32 @@ both_engines!(passwords_and_tokens_never_reach_the_audit_log, async |app: TestAp
         assert!(!text.contains(s.as_str()), "GET /audit holds a secret");
     }
 });
+
+both_engines!(an_operator_sees_only_the_country_code_and_last_three_digits_of_a_phone, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    let lukas = app.login("lukas@virel.com").await;
+    // (number, as the operator sees it, its country code, what must not show)
+    let cases = [
+        ("+15551234567", "+1 **** ***567", "+1", "555"),
+        ("+447700900123", "+44 7*** ***123", "+44", "7700"),
+        ("+442079460123", "+44 **** ***123", "+44", "2079"),
+        ("+4915123456789", "+49 1*** ***789", "+49", "5123"),
+    ];
+    let seeded = get_ok(&app, &admin, "/clients?limit=200").await;
+    for (i, (phone, masked, cc, hidden)) in cases.into_iter().enumerate() {
+        // The demo data may hold the number already (one client per phone).
+        let c = match seeded["items"].as_array().unwrap().iter().find(|c| c["phone"] == phone) {
+            Some(c) => c.clone(),
+            None => {
+                let body = json!({"name": format!("Phone Case {i}"), "phone": phone, "preferred_channel": "sms"});
+                app.ok(&admin, "/clients", body, 201).await
+            }
+        };
+        assert_eq!(c["phone"], phone, "the OWNER sees the number: {c}");
+        let one = get_ok(&app, &lukas, &format!("/clients/{}", c["id"].as_str().unwrap())).await;
+        let shown = one["phone"].as_str().unwrap_or_else(|| panic!("{one}"));
+        assert_eq!(shown, masked, "{phone}: {one}");
+        assert!(shown.starts_with(&format!("{cc} ")) && shown.ends_with(&phone[phone.len() - 3..]), "{shown}");
+        assert!(!one.to_string().contains(hidden), "{phone} shows {hidden}: {one}");
+    }
+});
