@@ -139,6 +139,21 @@ pub fn init_tracing() {
     });
 }
 
+/// Where a child `virel` process's output goes: a log file in `VIREL_TEST_LOG_DIR` (scanned
+/// for secrets after the suite) when logging is on, else nowhere.
+pub fn child_log(role: &str) -> (std::process::Stdio, std::process::Stdio) {
+    let file = std::env::var_os("TEST_LOG").and(std::env::var_os("VIREL_TEST_LOG_DIR")).and_then(|dir| {
+        let dir = std::path::PathBuf::from(dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let tag = uuid::Uuid::now_v7().simple().to_string();
+        std::fs::File::create(dir.join(format!("child.{role}.{tag}.log"))).ok()
+    });
+    match file.and_then(|f| f.try_clone().ok().map(|g| (f, g))) {
+        Some((out, err)) => (out.into(), err.into()),
+        None => (std::process::Stdio::null(), std::process::Stdio::null()),
+    }
+}
+
 pub fn pg_admin_url() -> String {
     std::env::var("DATABASE_TEST_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
