@@ -159,7 +159,7 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
             let port = bind.rsplit(':').next().unwrap_or("3000").to_string();
             tracing::info!("Virel API on {bind}: open http://localhost:{port}/docs");
             if embedded {
-                tracing::info!("log in with admin@virel.com / password123 (demo data): POST /api/v1/auth/login");
+                tracing::info!("demo data: log in as admin@virel.com with the demo password from the README");
             }
             poem::Server::new(listener)
                 .run_with_graceful_shutdown(

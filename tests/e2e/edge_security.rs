@@ -184,6 +184,56 @@ async fn every_log_line_of_a_request_carries_its_id_and_no_secret() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// At the most verbose level too (`RUST_LOG=trace`, every crate), no password, access or
+/// refresh token, Authorization or Cookie value reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_secret_in_the_log_even_at_trace() {
+    let app = Spawned::start_with(vec![("RUST_LOG".into(), "trace".into())], None).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/auth/login", app.base))
+        .json(&json!({"email": "admin@virel.com", "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let b: Value = r.json().await.unwrap();
+    let (access, refresh) =
+        (b["access_token"].as_str().unwrap().to_string(), b["refresh_token"].as_str().unwrap().to_string());
+    let r =
+        http.post(format!("{}/auth/refresh", app.base)).json(&json!({"refresh_token": refresh})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let b: Value = r.json().await.unwrap();
+    let (access2, refresh2) =
+        (b["access_token"].as_str().unwrap().to_string(), b["refresh_token"].as_str().unwrap().to_string());
+    let r =
+        http.get(format!("{}/me", app.base)).header("cookie", format!("virel_session={access2}")).send().await.unwrap();
+    assert!(r.status().is_success() || r.status().is_client_error());
+    {
+        let url = format!("{}/ws?token={access2}", app.base.replacen("http://", "ws://", 1));
+        if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await {
+            let _ = crate::action_center::next_json(&mut ws, Duration::from_secs(5)).await;
+            let _ = ws.close(None).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = app.log();
+    app.stop().await;
+    assert!(log.lines().count() > 20, "trace logging is on: {log}");
+    for (what, secret) in [
+        ("password", "password123"),
+        ("access token", access.as_str()),
+        ("refresh token", refresh.as_str()),
+        ("rotated access token", access2.as_str()),
+        ("rotated refresh token", refresh2.as_str()),
+    ] {
+        assert!(!log.contains(secret), "the {what} is in the trace log");
+    }
+    // A JWT's signature part alone must not leak either.
+    let signature = access2.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "part of the access token is in the trace log");
+}
+
 /// `VIREL_LOG_FORMAT=json`: one JSON object per line, no colour codes, the request id on the
 /// request's lines (the access-log line included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
