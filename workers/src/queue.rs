@@ -342,9 +342,14 @@ impl Queues {
                 let cfg = storages.get(&queue).ok_or(DomainError::NotFound { entity: "queue" })?.get_config().clone();
                 let mut c = conn.clone();
                 let err = |e: redis::RedisError| unavailable("Redis", e);
-                let pending: i64 = c.llen(cfg.active_jobs_list()).await.map_err(err)?;
-                let scheduled: i64 = c.zcard(cfg.scheduled_jobs_set()).await.map_err(err)?;
+                // Pushed jobs wait in the scheduled set until a fetch promotes them: those due
+                // already are pending too.
                 let now = chrono::Utc::now().timestamp();
+                let active: i64 = c.llen(cfg.active_jobs_list()).await.map_err(err)?;
+                let due: i64 = c.zcount(cfg.scheduled_jobs_set(), "-inf", now).await.map_err(err)?;
+                let scheduled: i64 =
+                    c.zcount(cfg.scheduled_jobs_set(), format!("({now}"), "+inf").await.map_err(err)?;
+                let pending = active + due;
                 let alive_since = now - cfg.orphaned_duration().as_secs() as i64;
                 let workers: Vec<String> =
                     c.zrangebyscore(cfg.workers_set(), alive_since, "+inf").await.map_err(err)?;
