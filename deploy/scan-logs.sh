@@ -18,7 +18,7 @@ patterns=(
   'refresh token|refresh_token[^A-Za-z0-9_-]{1,4}[A-Za-z0-9_-]{20,}'
   'cookie|virel_(session|refresh)=[A-Za-z0-9._-]{8,}'
   'phone|\+?447700900123|\+?447700900987|\+?15551234567'
-  'stripe key|(sk|rk)_(test|live)_[A-Za-z0-9]{8,}'
+  'stripe key|(sk|rk)_(test|live)_[A-Za-z0-9_]{8,}'
   'webhook secret|whsec_[A-Za-z0-9_]{8,}'
 )
 
