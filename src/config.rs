@@ -46,7 +46,6 @@ const SETTINGS: &[&str] = &[
     "STRIPE_WEBHOOK_SECRET",
     "STRIPE_API_BASE",
     "STRIPE_WEBHOOK_TOLERANCE_SECS",
-    "VIREL_WEBHOOK_ALLOW_PRIVATE",
 ];
 
 /// Settings that may only come from the environment.
@@ -118,9 +117,6 @@ pub struct Config {
     /// This machine's name, in worker and scheduler names.
     pub host: String,
     pub stripe: StripeConfig,
-    /// Outgoing webhooks may target private addresses (tests, on-premises installs).
-    #[allow(dead_code)]
-    pub webhook_allow_private: bool,
 }
 
 /// Where settings come from: the environment first, then the file.
@@ -304,7 +300,6 @@ impl Config {
             log_format,
             host: s.get("HOSTNAME").unwrap_or_else(|| "virel".into()),
             stripe,
-            webhook_allow_private: s.flag("VIREL_WEBHOOK_ALLOW_PRIVATE")?,
         })
     }
 
@@ -473,7 +468,6 @@ mod tests {
             (&[("STRIPE_SECRET_KEY", "pk_test_x")], None, "STRIPE_SECRET_KEY"),
             (&[("STRIPE_API_BASE", "api.stripe.com")], None, "STRIPE_API_BASE"),
             (&[("STRIPE_WEBHOOK_TOLERANCE_SECS", "0")], None, "STRIPE_WEBHOOK_TOLERANCE_SECS"),
-            (&[("VIREL_WEBHOOK_ALLOW_PRIVATE", "perhaps")], None, "VIREL_WEBHOOK_ALLOW_PRIVATE"),
             (&[], Some("bnid = \"x\""), "unknown setting \"bnid\""),
             (&[], Some("bind = ["), "not valid TOML"),
         ];
