@@ -323,6 +323,18 @@ async fn stripe_errors_change_nothing(app: TestApp, fake: FakeStripe) {
     fake.state.lock().unwrap().refuse_intents = None;
     app.ok(&admin, &path, json!({}), 201).await;
     assert_eq!(booking_status(&app, &admin, b["id"].as_str().unwrap()).await, "deposit_required");
+
+    // A deposit first requested by the plain status change is the one the PaymentIntent pays.
+    let b2 = fixtures::booking_for(&app, &admin, &m["id"], &c["id"], 6 * 24 * 60, "pending").await;
+    let b2id = b2["id"].as_str().unwrap();
+    app.ok(&admin, &format!("/bookings/{b2id}/status"), json!({"status": "deposit_required"}), 200).await;
+    let (_, before) = app.get(&admin, &format!("/payments?booking_id={b2id}")).await;
+    assert_eq!(before["items"][0]["status"], "requested", "{before}");
+    let d = app.ok(&admin, &format!("/bookings/{b2id}/deposit"), json!({}), 201).await;
+    assert_eq!(d["payment"]["id"], before["items"][0]["id"]);
+    assert_eq!(d["payment"]["status"], "pending");
+    let (_, after) = app.get(&admin, &format!("/payments?booking_id={b2id}")).await;
+    assert_eq!(after["items"].as_array().unwrap().len(), 1, "{after}");
 }
 
 async fn unknown_intents_disputes_and_missed_events(app: TestApp, fake: FakeStripe) {
