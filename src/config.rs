@@ -42,10 +42,40 @@ const SETTINGS: &[&str] = &[
     "VIREL_LOG_FORMAT",
     "RUST_LOG",
     "HOSTNAME",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_API_BASE",
+    "STRIPE_WEBHOOK_TOLERANCE_SECS",
 ];
 
 /// Settings that may only come from the environment.
-const SECRETS: &[&str] = &["JWT_SECRET"];
+const SECRETS: &[&str] = &["JWT_SECRET", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"];
+
+/// A secret setting: its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Stripe (SPEC §9). Without a secret key payments are disabled; without a webhook secret the
+/// webhook endpoint answers 503.
+#[derive(Clone, Debug)]
+pub struct StripeConfig {
+    pub secret_key: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+    pub api_base: String,
+    pub webhook_tolerance_secs: i64,
+}
 
 fn toml_key(var: &str) -> String {
     var.strip_prefix("VIREL_").unwrap_or(var).to_ascii_lowercase()
@@ -86,6 +116,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// This machine's name, in worker and scheduler names.
     pub host: String,
+    pub stripe: StripeConfig,
 }
 
 /// Where settings come from: the environment first, then the file.
@@ -230,6 +261,26 @@ impl Config {
         {
             bail!("{} must start with http:// or https:// (got {u:?})", s.where_("VIREL_PUBLIC_URL"));
         }
+        let stripe_key = s.get("STRIPE_SECRET_KEY");
+        if let Some(k) = &stripe_key
+            && !(k.starts_with("sk_") || k.starts_with("rk_"))
+        {
+            bail!("STRIPE_SECRET_KEY must be a secret or restricted key (sk_... or rk_...), not a publishable one");
+        }
+        let api_base = s
+            .get("STRIPE_API_BASE")
+            .unwrap_or_else(|| "https://api.stripe.com".into())
+            .trim_end_matches('/')
+            .to_string();
+        if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+            bail!("{} must start with https:// or http:// (got {api_base:?})", s.where_("STRIPE_API_BASE"));
+        }
+        let stripe = StripeConfig {
+            secret_key: stripe_key.map(Secret),
+            webhook_secret: s.get("STRIPE_WEBHOOK_SECRET").map(Secret),
+            api_base,
+            webhook_tolerance_secs: s.positive("STRIPE_WEBHOOK_TOLERANCE_SECS", 300)?,
+        };
         Ok(Config {
             database_url: s.get("DATABASE_URL"),
             redis_url: s.get("REDIS_URL"),
@@ -248,6 +299,7 @@ impl Config {
             log_filter: s.get("RUST_LOG").unwrap_or_else(|| "info,sqlx=warn,poem=warn".into()),
             log_format,
             host: s.get("HOSTNAME").unwrap_or_else(|| "virel".into()),
+            stripe,
         })
     }
 
@@ -297,6 +349,24 @@ impl Config {
             secure_cookies: self.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
             public_origin: self.public_url.as_deref().map(origin_of),
         }
+    }
+
+    /// Payments: the Stripe client when a secret key is set (else disabled), and the webhook
+    /// secrets (one, or several separated by commas while one rolls).
+    pub fn payments(&self) -> anyhow::Result<virel_domain::payments::Payments> {
+        let provider = match &self.stripe.secret_key {
+            Some(k) => Some(std::sync::Arc::new(virel_workers::providers::stripe::StripeClient::new(
+                k.expose(),
+                &self.stripe.api_base,
+            )?) as std::sync::Arc<dyn virel_domain::payments::PaymentProvider>),
+            None => None,
+        };
+        let webhook = self
+            .stripe
+            .webhook_secret
+            .as_ref()
+            .map(|w| virel_domain::payments::WebhookSecrets::new(w.expose(), self.stripe.webhook_tolerance_secs));
+        Ok(virel_domain::payments::Payments { provider, webhook })
     }
 
     pub fn scheduler(&self) -> virel_scheduler::SchedulerConfig {
@@ -393,6 +463,11 @@ mod tests {
             (&[("VIREL_TRUST_PROXY", "maybe")], None, "VIREL_TRUST_PROXY"),
             (&[], Some("concurrency_ops = \"x\""), "concurrency_ops in virel.toml"),
             (&[], Some("jwt_secret = \"0123456789abcdef0123456789abcdef\""), "JWT_SECRET in the environment"),
+            (&[], Some("stripe_secret_key = \"sk_test_x\""), "STRIPE_SECRET_KEY in the environment"),
+            (&[], Some("stripe_webhook_secret = \"whsec_x\""), "STRIPE_WEBHOOK_SECRET in the environment"),
+            (&[("STRIPE_SECRET_KEY", "pk_test_x")], None, "STRIPE_SECRET_KEY"),
+            (&[("STRIPE_API_BASE", "api.stripe.com")], None, "STRIPE_API_BASE"),
+            (&[("STRIPE_WEBHOOK_TOLERANCE_SECS", "0")], None, "STRIPE_WEBHOOK_TOLERANCE_SECS"),
             (&[], Some("bnid = \"x\""), "unknown setting \"bnid\""),
             (&[], Some("bind = ["), "not valid TOML"),
         ];
@@ -412,6 +487,28 @@ mod tests {
         let c = Config::from_sources(env(&[("VIREL_PUBLIC_URL", "http://localhost:3000")]), None).unwrap();
         assert!(!c.api().secure_cookies);
         assert!(Config::from_sources(env(&[("VIREL_PUBLIC_URL", "ops.example.com")]), None).is_err());
+    }
+
+    #[test]
+    fn payments_are_disabled_without_a_key_and_secrets_never_print() {
+        let c = Config::from_sources(HashMap::new(), None).unwrap();
+        assert!(!c.payments().unwrap().enabled());
+        assert_eq!(c.stripe.api_base, "https://api.stripe.com");
+        assert_eq!(c.stripe.webhook_tolerance_secs, 300);
+        let c = Config::from_sources(
+            env(&[
+                ("STRIPE_SECRET_KEY", "sk_test_supersecret"),
+                ("STRIPE_WEBHOOK_SECRET", "whsec_supersecret"),
+                ("STRIPE_API_BASE", "http://127.0.0.1:9/"),
+            ]),
+            None,
+        )
+        .unwrap();
+        let p = c.payments().unwrap();
+        assert!(p.enabled() && p.webhook.is_some());
+        assert_eq!(c.stripe.api_base, "http://127.0.0.1:9");
+        let shown = format!("{c:?} {p:?}");
+        assert!(!shown.contains("supersecret"), "{shown}");
     }
 
     #[test]

@@ -110,6 +110,10 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let wcfg = cfg.workers(workers.as_deref().unwrap_or_default())?;
+    let payments = cfg.payments()?;
+    if !payments.enabled() {
+        tracing::info!("payments disabled: STRIPE_SECRET_KEY is not set");
+    }
     // The API serves without the queues (writes wait in the outbox); workers and the
     // scheduler wait for them.
     let queues = if workers.is_none() && !scheduler {
@@ -135,7 +139,9 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
         }
     };
     if let (Some(_), Some(queues)) = (&workers, &queues) {
-        let rt = Arc::new(virel_workers::Runtime::new(db.clone(), queues.clone(), wcfg.retry.clone()));
+        let rt = Arc::new(
+            virel_workers::Runtime::new(db.clone(), queues.clone(), wcfg.retry.clone()).with_payments(payments.clone()),
+        );
         let stop = stop_rx.clone();
         tasks.spawn(async move { virel_workers::run(rt, wcfg, stop).await });
     }
@@ -148,6 +154,7 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
         state.live_redis = queues.as_ref().and_then(|q| q.live_channel());
         state.queues = queues.clone().map(|q| Arc::new(q) as Arc<dyn virel_domain::jobs::QueueBackend>);
         state.settings = cfg.api();
+        state.payments = payments.clone();
 
         let state = state.shared();
 

@@ -10,7 +10,8 @@ use virel_domain::DomainError;
 pub struct ErrorInfo {
     /// Stable machine-readable code: invalid_transition, booking_overlap, version_conflict,
     /// duplicate, validation_failed, guard_failed, not_found, forbidden, unauthorized,
-    /// bad_request, payload_too_large, too_many_requests, service_unavailable, internal.
+    /// bad_request, payload_too_large, too_many_requests, payment_provider_error, service_unavailable,
+    /// internal.
     pub code: String,
     pub message: String,
     pub details: Value,
@@ -51,6 +52,9 @@ pub enum ApiError {
     TooManyRequests(Json<ErrorBody>),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The payment provider refused the request; nothing was changed.
+    #[oai(status = 502)]
+    BadGateway(Json<ErrorBody>),
     /// A dependency is down; the write did not happen.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -82,6 +86,7 @@ pub fn status_of(e: &DomainError) -> StatusCode {
         DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
         DomainError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         DomainError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DomainError::Provider { .. } => StatusCode::BAD_GATEWAY,
         DomainError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -105,6 +110,7 @@ impl From<DomainError> for ApiError {
             StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(body),
             StatusCode::TOO_MANY_REQUESTS => ApiError::TooManyRequests(body),
             StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(body),
+            StatusCode::BAD_GATEWAY => ApiError::BadGateway(body),
             _ => ApiError::Internal(body),
         }
     }

@@ -50,6 +50,8 @@ pub struct AppState {
     /// The Redis URL and channel on which other processes announce changes (scaled mode).
     pub live_redis: Option<(String, String)>,
     pub settings: ApiSettings,
+    /// The payment provider and webhook secrets (payments disabled without a provider).
+    pub payments: virel_domain::payments::Payments,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ impl AppState {
             hub: Arc::new(realtime::Hub::default()),
             live_redis: None,
             settings: ApiSettings::default(),
+            payments: virel_domain::payments::Payments::disabled(),
         }
     }
 
@@ -101,6 +104,8 @@ pub enum ApiTags {
     Automation,
     /// The operator's single screen: open items, quick actions, live updates, SLA policies.
     ActionCenter,
+    /// Deposits, refunds and Stripe's webhooks.
+    Payments,
     /// Health and monitoring.
     System,
 }
@@ -130,6 +135,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
             make_sync(move |_| Response::builder().content_type("application/json").body(spec.clone())),
         )
         .at("/api/v1/ws", get(resources::action_center::ws))
+        .at("/api/v1/webhooks/stripe", post(resources::payments::stripe_webhook))
         .nest("/api/v1", service)
         .nest("/docs", docs)
         .at("/", make_sync(|_| Response::builder().status(StatusCode::FOUND).header("location", "/docs").finish()))

@@ -29,6 +29,9 @@ pub enum DomainError {
     /// A dependency is down; nothing was written.
     #[error("{0}")]
     Unavailable(String),
+    /// The payment provider refused the request (a 4xx from Stripe); nothing was written.
+    #[error("the payment provider refused the request: {message}")]
+    Provider { message: String, code: Option<String> },
     #[error("internal error")]
     Internal(String),
 }
@@ -56,6 +59,7 @@ impl DomainError {
             DomainError::GuardFailed { .. } => "guard_failed",
             DomainError::TooManyRequests { .. } => "too_many_requests",
             DomainError::Unavailable(_) => "service_unavailable",
+            DomainError::Provider { .. } => "payment_provider_error",
             DomainError::Internal(_) => "internal",
         }
     }
@@ -74,6 +78,7 @@ impl DomainError {
             }
             DomainError::Forbidden { permission } => json!({"permission": permission}),
             DomainError::GuardFailed { guard, .. } => json!({"guard": guard}),
+            DomainError::Provider { code, .. } => json!({"provider_code": code}),
             DomainError::TooManyRequests { retry_after_secs } => {
                 json!({"retry_after_secs": retry_after_secs})
             }

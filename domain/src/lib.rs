@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod machine;
 pub mod outbox;
+pub mod payments;
 pub mod policy;
 pub mod rows;
 pub mod seed;

@@ -48,6 +48,8 @@ pub fn jobs(secs: u32) -> Vec<Job> {
         Job { name: "delayed_actions", cron: "*/5 * * * * *".into() },
         Job { name: "sla_sweep", cron: every.clone() },
         Job { name: "booking_clock", cron: every },
+        // Stripe events the webhook never delivered (a no-op while payments are disabled).
+        Job { name: "stripe_reconcile", cron: "30 */10 * * * *".into() },
     ]
 }
 
@@ -57,6 +59,9 @@ async fn run_job(db: &Db, queues: &dyn QueueBackend, name: &str) -> DomainResult
         "retention" => queues.push(QueuedJob::new(&kinds::Retention {}), None).await?,
         "sla_sweep" => queues.push(QueuedJob::new(&kinds::SlaSweep {}), None).await?,
         "booking_clock" => queues.push(QueuedJob::new(&kinds::BookingClock {}), None).await?,
+        "stripe_reconcile" => {
+            queues.push(QueuedJob::new(&virel_domain::jobs::payments::StripeReconcile {}), None).await?
+        }
         "delayed_actions" => {
             // Claimed (scheduled → queued) before the push; a claim whose push never ran is
             // put back after a while, so a crash between the two loses nothing.

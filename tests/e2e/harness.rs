@@ -68,6 +68,9 @@ pub struct WorkerOptions {
     /// Schedulers to run (two prove the lease); the SLA sweep interval in seconds.
     pub schedulers: usize,
     pub sweep_secs: u32,
+    /// The payment provider and webhook secrets, for the API and the workers (disabled by
+    /// default).
+    pub payments: virel_domain::payments::Payments,
 }
 
 impl Default for WorkerOptions {
@@ -78,6 +81,7 @@ impl Default for WorkerOptions {
             scheduler: true,
             schedulers: 1,
             sweep_secs: 30,
+            payments: virel_domain::payments::Payments::disabled(),
         }
     }
 }
@@ -202,7 +206,7 @@ impl TestApp {
     pub async fn start(engine: Engine) -> TestApp {
         init_tracing();
         let (db, guard) = fresh_db(engine).await;
-        Self::serve(engine, db, guard.0, None).await
+        Self::serve(engine, db, guard.0, None, Default::default()).await
     }
 
     /// The whole system in this process: API, worker pools with the outbox relay, and the
@@ -222,7 +226,8 @@ impl TestApp {
                 (q, Some(RedisGuard { url: redis_url(), prefix }))
             }
         };
-        let mut rt = virel_workers::Runtime::new(db.clone(), queues.clone(), opts.retry.clone());
+        let mut rt = virel_workers::Runtime::new(db.clone(), queues.clone(), opts.retry.clone())
+            .with_payments(opts.payments.clone());
         for (name, h) in opts.handlers {
             rt = rt.with_handler(&name, h);
         }
@@ -244,7 +249,7 @@ impl TestApp {
             }));
         }
 
-        let mut app = Self::serve(engine, db, guard.0, Some(queues.clone())).await;
+        let mut app = Self::serve(engine, db, guard.0, Some(queues.clone()), opts.payments).await;
         app.queues = Some(queues);
         app.runtime = Some(rt);
         app.stop = Some(stop_tx);
@@ -270,8 +275,15 @@ impl TestApp {
         }
     }
 
-    async fn serve(engine: Engine, db: Db, guard: Guard, queues: Option<virel_workers::Queues>) -> TestApp {
+    async fn serve(
+        engine: Engine,
+        db: Db,
+        guard: Guard,
+        queues: Option<virel_workers::Queues>,
+        payments: virel_domain::payments::Payments,
+    ) -> TestApp {
         let mut state = virel_api::AppState::new(db.clone(), b"test-secret-test-secret-test-secret!");
+        state.payments = payments;
         if let Some(q) = queues {
             state.live_redis = q.live_channel();
             state.queues = Some(std::sync::Arc::new(q));

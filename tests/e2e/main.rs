@@ -17,6 +17,8 @@ mod browser;
 mod concurrency;
 mod domain_fixes;
 mod edge_security;
+mod fake_stripe;
+mod payments;
 mod scaled;
 mod security;
 mod sla_and_quick_actions;

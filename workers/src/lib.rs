@@ -3,6 +3,7 @@
 //! command, decide between done, retry (with backoff) and dead.
 
 pub mod notify;
+pub mod providers;
 pub mod queue;
 mod relay;
 mod runtime;

@@ -14,6 +14,7 @@ use virel_domain::Db;
 use virel_domain::jobs::{
     self, Counts, CustomHandler, Job, JobCx, JobError, Notifier, Queue, QueueBackend, Registry, RetrySettings, kinds,
 };
+use virel_domain::payments::Payments;
 
 use crate::WorkerConfig;
 use crate::notify::Channels;
@@ -27,6 +28,7 @@ pub struct Runtime {
     port: Arc<dyn QueueBackend>,
     registry: Registry,
     notifier: Arc<dyn Notifier>,
+    payments: Payments,
     custom: Arc<HashMap<String, CustomHandler>>,
     counts: Mutex<HashMap<Queue, Counts>>,
 }
@@ -40,6 +42,7 @@ impl Runtime {
             retry,
             registry: kinds::registry(),
             notifier: Arc::new(Channels::default()),
+            payments: Payments::disabled(),
             custom: Arc::new(HashMap::new()),
             counts: Mutex::new(HashMap::new()),
         }
@@ -52,6 +55,12 @@ impl Runtime {
 
     pub fn with_notifier(mut self, n: Arc<dyn Notifier>) -> Runtime {
         self.notifier = n;
+        self
+    }
+
+    /// The payment provider the job handlers use (payments are disabled without one).
+    pub fn with_payments(mut self, p: Payments) -> Runtime {
+        self.payments = p;
         self
     }
 
@@ -80,6 +89,7 @@ impl Runtime {
             db: self.db.clone(),
             queues: self.port.clone(),
             notifier: self.notifier.clone(),
+            payments: self.payments.clone(),
             custom: self.custom.clone(),
             job_id: job.id,
             attempt: job.attempt,

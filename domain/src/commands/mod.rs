@@ -13,8 +13,10 @@ pub mod maintenance;
 pub mod models;
 pub mod notes;
 pub mod notifications;
+pub mod payments;
 pub mod tasks;
 pub mod users;
+pub mod webhooks_in;
 
 use serde::Deserialize;
 use serde_json::Value;

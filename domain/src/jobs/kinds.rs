@@ -21,7 +21,10 @@ pub fn registry() -> Registry {
         .register::<SlaSweep>()
         .register::<BookingClock>()
         .register::<Retention>()
-        .register::<Custom>();
+        .register::<Custom>()
+        .register::<super::payments::StripeEvent>()
+        .register::<super::payments::StripeRefund>()
+        .register::<super::payments::StripeReconcile>();
     r
 }
 
@@ -32,6 +35,7 @@ pub fn for_event(e: &DomainEvent) -> Vec<Job> {
     if e.kind == "notification.queued" {
         jobs.push(Job::new(&SendNotification { notification_id: e.subject_id }));
     }
+    jobs.extend(super::payments::for_event(e));
     jobs
 }
 
