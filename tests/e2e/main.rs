@@ -5,6 +5,8 @@ mod harness;
 
 mod fixtures;
 
+mod input_bounds;
+
 mod action_center;
 mod action_center_page;
 mod admin_pages;
