@@ -18,6 +18,7 @@ mod browser;
 mod concurrency;
 mod domain_fixes;
 mod edge_security;
+mod first_start;
 mod scaled;
 mod security;
 mod sla_and_quick_actions;
