@@ -37,6 +37,10 @@ const SETTINGS: &[&str] = &[
     "VIREL_MAX_OPEN_ITEMS_PER_OPERATOR",
     "VIREL_SLA_SWEEP_SECS",
     "VIREL_TIMEZONE",
+    "VIREL_CURRENCIES",
+    "VIREL_ADMIN_EMAIL",
+    "VIREL_ADMIN_PASSWORD",
+    "VIREL_DEMO_DATA",
     "VIREL_TRUST_PROXY",
     "VIREL_PUBLIC_URL",
     "VIREL_LOG_FORMAT",
@@ -49,11 +53,11 @@ const SETTINGS: &[&str] = &[
 ];
 
 /// Settings that may only come from the environment.
-const SECRETS: &[&str] = &["JWT_SECRET", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"];
+const SECRETS: &[&str] = &["JWT_SECRET", "VIREL_ADMIN_PASSWORD", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"];
 
 /// A secret setting: its `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(pub String);
 
 impl Secret {
     pub fn expose(&self) -> &str {
@@ -65,6 +69,21 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("[redacted]")
     }
+}
+
+/// Where the API listens when `VIREL_BIND` is not set: everywhere, or only on loopback while
+/// the demo data (with its known passwords) is served.
+pub const DEFAULT_BIND: &str = "0.0.0.0:3000";
+pub const DEFAULT_BIND_DEMO: &str = "127.0.0.1:3000";
+
+/// The shortest first-owner password accepted (`VIREL_ADMIN_PASSWORD`).
+pub const MIN_ADMIN_PASSWORD_CHARS: usize = 12;
+
+/// The first OWNER, created on a start that finds no user at all.
+#[derive(Clone, Debug)]
+pub struct FirstOwner {
+    pub email: String,
+    pub password: Secret,
 }
 
 /// Stripe (SPEC §9). Without a secret key payments are disabled; without a webhook secret the
@@ -97,7 +116,15 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of the queues' Redis keys, so deployments can share one Redis.
     pub queue_prefix: String,
+    /// `VIREL_BIND`, or the default for what is served (`bind_for`).
     pub bind: String,
+    /// Whether `VIREL_BIND` was set: only then is the demo data served beyond loopback.
+    pub bind_explicit: bool,
+    /// `VIREL_ADMIN_EMAIL` / `VIREL_ADMIN_PASSWORD`.
+    pub first_owner: Option<FirstOwner>,
+    /// `VIREL_DEMO_DATA`: write the demo data (demo users with known passwords) on start.
+    /// Default: on in the embedded mode when no first owner is configured, off otherwise.
+    pub demo_data: bool,
     pub data_dir: PathBuf,
     pub jwt_secret: Option<String>,
     pub db_max_connections: u32,
@@ -193,10 +220,15 @@ impl Source {
     }
 
     fn flag(&self, var: &str) -> anyhow::Result<bool> {
+        Ok(self.opt_flag(var)?.unwrap_or(false))
+    }
+
+    /// A flag, or None when it is not set at all.
+    fn opt_flag(&self, var: &str) -> anyhow::Result<Option<bool>> {
         match self.get(var).map(|v| v.to_ascii_lowercase()) {
-            None => Ok(false),
-            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
-            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+            None => Ok(None),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(Some(true)),
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(Some(false)),
             Some(v) => bail!("{} must be 1 or 0 (got {v:?})", self.where_(var)),
         }
     }
@@ -245,7 +277,43 @@ impl Config {
         if timezone.parse::<chrono_tz::Tz>().is_err() {
             bail!("{} must be an IANA time zone such as Europe/London (got {timezone:?})", s.where_("VIREL_TIMEZONE"));
         }
+        let currencies = match s.get("VIREL_CURRENCIES") {
+            None => dd.currencies,
+            Some(v) => virel_domain::validate::parse_currencies(&v).map_err(|e| {
+                anyhow::anyhow!("{} must be ISO 4217 codes such as GBP,EUR,USD: {e}", s.where_("VIREL_CURRENCIES"))
+            })?,
+        };
+        let first_owner = match (s.get("VIREL_ADMIN_EMAIL"), s.get("VIREL_ADMIN_PASSWORD")) {
+            (None, None) => None,
+            (Some(email), Some(password)) => {
+                let (local, domain) = email.split_once('@').unwrap_or_default();
+                if local.is_empty() || !domain.contains('.') || email.len() > 254 || email.contains(char::is_whitespace)
+                {
+                    bail!("{} must be an email address (got {email:?})", s.where_("VIREL_ADMIN_EMAIL"));
+                }
+                if password.chars().count() < MIN_ADMIN_PASSWORD_CHARS || password.len() > 256 {
+                    bail!("VIREL_ADMIN_PASSWORD must be {MIN_ADMIN_PASSWORD_CHARS} to 256 characters");
+                }
+                Some(FirstOwner { email: email.to_lowercase(), password: Secret(password) })
+            }
+            (Some(_), None) => bail!("VIREL_ADMIN_EMAIL is set: set VIREL_ADMIN_PASSWORD in the environment too"),
+            (None, Some(_)) => bail!("VIREL_ADMIN_PASSWORD is set: set VIREL_ADMIN_EMAIL too"),
+        };
+        let embedded = s.get("DATABASE_URL").is_none();
+        let demo_data = match s.opt_flag("VIREL_DEMO_DATA")? {
+            Some(true) if first_owner.is_some() => bail!(
+                "{} is on, but a first owner is configured (VIREL_ADMIN_EMAIL): the demo data has demo users \
+                 with known passwords; turn one of them off",
+                s.where_("VIREL_DEMO_DATA")
+            ),
+            Some(on) => on,
+            None => embedded && first_owner.is_none(),
+        };
+        let bind_explicit = s.get("VIREL_BIND").is_some();
+        let bind =
+            s.get("VIREL_BIND").unwrap_or_else(|| if demo_data { DEFAULT_BIND_DEMO } else { DEFAULT_BIND }.into());
         let domain = virel_domain::settings::Settings {
+            currencies,
             timezone,
             max_open_items_per_operator: s
                 .positive("VIREL_MAX_OPEN_ITEMS_PER_OPERATOR", dd.max_open_items_per_operator)?,
@@ -285,7 +353,10 @@ impl Config {
             database_url: s.get("DATABASE_URL"),
             redis_url: s.get("REDIS_URL"),
             queue_prefix: s.get("VIREL_QUEUE_PREFIX").unwrap_or_else(|| "virel".into()),
-            bind: s.get("VIREL_BIND").unwrap_or_else(|| "0.0.0.0:3000".into()),
+            bind,
+            bind_explicit,
+            first_owner,
+            demo_data,
             data_dir: PathBuf::from(s.get("VIREL_DATA_DIR").unwrap_or_else(|| "./data".into())),
             jwt_secret: s.get("JWT_SECRET"),
             db_max_connections: s.positive("VIREL_DB_MAX_CONNECTIONS", 10)?,
@@ -301,6 +372,17 @@ impl Config {
             host: s.get("HOSTNAME").unwrap_or_else(|| "virel".into()),
             stripe,
         })
+    }
+
+    /// Where the API listens: `VIREL_BIND` when set; otherwise loopback only while demo users
+    /// with their known password can log in (`serving_demo`, found in the database: a data
+    /// dir seeded earlier counts too), everywhere else.
+    pub fn bind_for(&self, serving_demo: bool) -> String {
+        match (self.bind_explicit, serving_demo) {
+            (true, _) => self.bind.clone(),
+            (false, true) => DEFAULT_BIND_DEMO.into(),
+            (false, false) => DEFAULT_BIND.into(),
+        }
     }
 
     /// Embedded mode: no DATABASE_URL, so one SQLite file in the data dir holds everything.
@@ -431,7 +513,10 @@ mod tests {
     fn defaults_without_any_source() {
         let c = Config::from_sources(HashMap::new(), None).unwrap();
         assert!(c.embedded());
-        assert_eq!(c.bind, "0.0.0.0:3000");
+        assert_eq!(c.bind, "127.0.0.1:3000", "the embedded demo listens on loopback only");
+        assert!(c.demo_data);
+        assert!(!c.bind_explicit);
+        assert_eq!(c.domain.currencies, ["GBP", "EUR", "USD"]);
         assert_eq!(c.concurrency[&Queue::Ops], 16);
         assert_eq!(c.retry.attempts_default, 5);
         assert_eq!(c.retry.attempts_notification, 3);
@@ -509,6 +594,53 @@ mod tests {
         assert_eq!(c.stripe.api_base, "http://127.0.0.1:9");
         let shown = format!("{c:?} {p:?}");
         assert!(!shown.contains("supersecret"), "{shown}");
+    }
+
+    #[test]
+    fn the_first_owner_replaces_the_demo_data_and_its_loopback_bind() {
+        let owner = [("VIREL_ADMIN_EMAIL", "Owner@Agency.example"), ("VIREL_ADMIN_PASSWORD", "a long secret pass")];
+        let c = Config::from_sources(env(&owner), None).unwrap();
+        assert!(!c.demo_data, "no demo users beside a configured owner");
+        assert_eq!(c.bind, "0.0.0.0:3000");
+        assert_eq!(c.first_owner.as_ref().unwrap().email, "owner@agency.example");
+        assert!(!format!("{c:?}").contains("a long secret pass"), "the password is not in Debug");
+        // Explicit choices win; PostgreSQL deployments get no demo data by default.
+        let c = Config::from_sources(env(&[("VIREL_BIND", "0.0.0.0:8080")]), None).unwrap();
+        assert!(c.demo_data && c.bind_explicit);
+        assert_eq!(c.bind_for(true), "0.0.0.0:8080");
+        let c = Config::from_sources(env(&[("DATABASE_URL", "postgres://x/y")]), None).unwrap();
+        assert!(!c.demo_data);
+        assert_eq!(c.bind_for(true), "127.0.0.1:3000", "demo users found in the database keep it on loopback");
+        assert_eq!(c.bind_for(false), "0.0.0.0:3000");
+        let c = Config::from_sources(env(&[("VIREL_DEMO_DATA", "0")]), None).unwrap();
+        assert!(!c.demo_data);
+        assert_eq!(c.bind, "0.0.0.0:3000");
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a str);
+        let cases: &[Case] = &[
+            (&[("VIREL_ADMIN_EMAIL", "owner@agency.example")], None, "VIREL_ADMIN_PASSWORD"),
+            (&[("VIREL_ADMIN_PASSWORD", "a long secret pass")], None, "VIREL_ADMIN_EMAIL"),
+            (&[("VIREL_ADMIN_EMAIL", "owner@agency.example"), ("VIREL_ADMIN_PASSWORD", "short")], None, "12"),
+            (&[("VIREL_ADMIN_EMAIL", "not-an-email"), ("VIREL_ADMIN_PASSWORD", "a long secret pass")], None, "email"),
+            (
+                &[
+                    ("VIREL_ADMIN_EMAIL", "owner@agency.example"),
+                    ("VIREL_ADMIN_PASSWORD", "a long secret pass"),
+                    ("VIREL_DEMO_DATA", "1"),
+                ],
+                None,
+                "VIREL_DEMO_DATA",
+            ),
+            (&[], Some("admin_password = \"a long secret pass\""), "VIREL_ADMIN_PASSWORD in the environment"),
+            (&[("VIREL_CURRENCIES", "GBP,XXX")], None, "VIREL_CURRENCIES"),
+        ];
+        for (vars, file, needle) in cases {
+            let err = Config::from_sources(env(vars), file.map(|f| ("virel.toml".into(), f))).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(needle), "{vars:?} {file:?}: {msg}");
+            assert!(!msg.contains("a long secret pass"), "{msg}");
+        }
+        let c = Config::from_sources(env(&[("VIREL_CURRENCIES", "gbp,chf")]), None).unwrap();
+        assert_eq!(c.domain.currencies, ["GBP", "CHF"]);
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub fn status_of(e: &DomainError) -> StatusCode {
         | DomainError::VersionConflict { .. }
         | DomainError::Duplicate(_)
         | DomainError::GuardFailed { .. } => StatusCode::CONFLICT,
-        DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        DomainError::Invalid(_) | DomainError::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         DomainError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         DomainError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         DomainError::Provider { .. } => StatusCode::BAD_GATEWAY,
@@ -125,6 +125,16 @@ pub async fn render_error(err: poem::Error) -> Response {
             ErrorBody::new("unauthorized", "a valid bearer token is required", Value::Object(Default::default())),
         );
     }
+    // A bound the OpenAPI document declares (`maxLength`, ...) that the body broke: well-formed
+    // but invalid, 422 naming the field, as the domain answers for the same bound.
+    if let Some(p) = err.downcast_ref::<poem_openapi::error::ParseRequestPayloadError>()
+        && let Some((field, message)) = broken_bound(&p.reason)
+    {
+        return json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorBody::new("validation_failed", message, serde_json::json!({"field": field})),
+        );
+    }
     let status = err.status();
     if err.is_from_response() {
         // Already one of ours (an ApiError turned into a poem::Error).
@@ -153,9 +163,41 @@ pub async fn render_error(err: poem::Error) -> Response {
     json_response(status, ErrorBody::new(code, message, Value::Object(Default::default())))
 }
 
+/// poem-openapi's validator failure (`field `name` verification failed. maxLength(200)`) as a
+/// field and a message; None for any other parse error.
+fn broken_bound(reason: &str) -> Option<(String, String)> {
+    let (_, rest) = reason.split_once("field `")?;
+    let (field, rest) = rest.split_once("` verification failed. ")?;
+    let bound = rest.split_whitespace().next().unwrap_or_default().trim_end_matches(['.', ')', ',']);
+    let message = match bound.split_once('(') {
+        Some(("maxLength", n)) => format!("{field} must be at most {n} characters"),
+        Some(("maxItems", n)) => format!("{field} must have at most {n} items"),
+        Some(("minLength", n)) => format!("{field} must be at least {n} characters"),
+        Some(("maximum", n)) => format!("{field} must be at most {n}"),
+        Some(("minimum", n)) => format!("{field} must be at least {n}"),
+        _ => format!("{field} is out of bounds ({bound})"),
+    };
+    Some((field.to_string(), message))
+}
+
 pub fn json_response(status: StatusCode, body: ErrorBody) -> Response {
     Response::builder()
         .status(status)
         .content_type("application/json; charset=utf-8")
         .body(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn validator_failures_name_the_field() {
+        let r = r#"failed to parse "CreateClient": field `name` verification failed. maxLength(200)"#;
+        assert_eq!(
+            super::broken_bound(r),
+            Some(("name".to_string(), "name must be at most 200 characters".to_string()))
+        );
+        let nested = format!(r#"{r} (occurred while parsing "CreateInquiry")"#);
+        assert_eq!(super::broken_bound(&nested).unwrap().1, "name must be at most 200 characters");
+        assert_eq!(super::broken_bound("expected value at line 1 column 1"), None);
+    }
 }

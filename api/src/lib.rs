@@ -146,6 +146,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         .at("/admin/queues", get(admin::queues::page).around(admin::page_guard))
         .at("/admin/action-center", get(admin::action_center::page).around(admin::page_guard))
         .at("/admin/queues/:queue/jobs/:id/retry", post(admin::queues::retry).around(admin::page_guard))
+        .around(middleware::input_guard::input_guard)
         .around(middleware::idempotency::idempotency)
         .data(state)
         .around(middleware::body_limit::body_limit)

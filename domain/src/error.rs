@@ -21,6 +21,9 @@ pub enum DomainError {
     /// Well-formed but invalid input.
     #[error("{0}")]
     Invalid(String),
+    /// Well-formed but invalid input in one named field (`details.field`).
+    #[error("{message}")]
+    InvalidField { field: String, message: String },
     /// A state machine guard refused an otherwise allowed transition.
     #[error("{message}")]
     GuardFailed { guard: &'static str, message: String },
@@ -55,7 +58,7 @@ impl DomainError {
             DomainError::BookingOverlap { .. } => "booking_overlap",
             DomainError::VersionConflict { .. } => "version_conflict",
             DomainError::Duplicate(_) => "duplicate",
-            DomainError::Invalid(_) => "validation_failed",
+            DomainError::Invalid(_) | DomainError::InvalidField { .. } => "validation_failed",
             DomainError::GuardFailed { .. } => "guard_failed",
             DomainError::TooManyRequests { .. } => "too_many_requests",
             DomainError::Unavailable(_) => "service_unavailable",
@@ -77,6 +80,7 @@ impl DomainError {
                 json!({"current_version": current_version})
             }
             DomainError::Forbidden { permission } => json!({"permission": permission}),
+            DomainError::InvalidField { field, .. } => json!({"field": field}),
             DomainError::GuardFailed { guard, .. } => json!({"guard": guard}),
             DomainError::Provider { code, .. } => json!({"provider_code": code}),
             DomainError::TooManyRequests { retry_after_secs } => {

@@ -8,10 +8,16 @@ pub struct Settings {
     pub timezone: String,
     /// Open items an operator may hold before round-robin assignment passes them over.
     pub max_open_items_per_operator: i64,
+    /// The ISO 4217 currencies the agency accepts (`VIREL_CURRENCIES`).
+    pub currencies: Vec<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { timezone: "Europe/London".into(), max_open_items_per_operator: 25 }
+        Settings {
+            timezone: "Europe/London".into(),
+            max_open_items_per_operator: 25,
+            currencies: crate::validate::DEFAULT_CURRENCIES.iter().map(|c| c.to_string()).collect(),
+        }
     }
 }

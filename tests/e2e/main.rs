@@ -5,6 +5,8 @@ mod harness;
 
 mod fixtures;
 
+mod input_bounds;
+
 mod action_center;
 mod action_center_page;
 mod admin_pages;
@@ -18,6 +20,7 @@ mod concurrency;
 mod domain_fixes;
 mod edge_security;
 mod fake_stripe;
+mod first_start;
 mod payments;
 mod scaled;
 mod security;

@@ -26,18 +26,22 @@ pub struct CreateBooking {
     pub model_id: Uuid,
     pub start_at: DateTime<Utc>,
     pub duration_minutes: i64,
+    #[oai(validator(max_length = 500))]
     pub location: Option<String>,
     pub price: Money,
     pub deposit: Option<Money>,
     /// `draft` (the default) or `pending` (checked for overlap at once).
+    #[oai(validator(max_length = 32))]
     pub status: Option<String>,
     pub assignee_id: Option<Uuid>,
 }
 
 #[derive(Object)]
 pub struct BookingStatusIn {
+    #[oai(validator(max_length = 32))]
     pub status: String,
     /// Required for `cancelled`, and for an override.
+    #[oai(validator(max_length = 2000))]
     pub reason: Option<String>,
     /// Confirm without a paid deposit (permission `bookings:override`).
     #[oai(rename = "override", default)]

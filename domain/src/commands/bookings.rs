@@ -17,7 +17,7 @@ use crate::rows::{Booking, Page, Payment};
 use crate::store::{Conn, Db, LockTable, Tx};
 use crate::{Ctx, new_id, now, q_all, q_exec, q_opt};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 pub struct NewBooking {
     pub client_id: Uuid,
     pub model_id: Uuid,
@@ -31,7 +31,7 @@ pub struct NewBooking {
     pub assignee_id: Option<Uuid>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct BookingTransition {
     pub status: String,
     pub reason: Option<String>,
@@ -111,11 +111,13 @@ fn event_payload(b: &Booking) -> serde_json::Value {
 }
 
 pub(crate) async fn insert(tx: &mut Tx, ctx: &Ctx, b: NewBookingRow) -> DomainResult<Booking> {
+    crate::validate::opt_text("location", b.location.as_deref())?;
+    crate::validate::time("start_at", b.start_at)?;
     validate_duration(b.duration_minutes)?;
-    b.price.validate("price")?;
-    b.deposit.validate("deposit")?;
+    b.price.validate("price", &tx.settings().currencies)?;
+    b.deposit.validate("deposit", &tx.settings().currencies)?;
     if b.deposit.amount > b.price.amount {
-        return Err(DomainError::invalid("deposit.amount must not exceed price.amount"));
+        return Err(crate::validate::refuse("deposit.amount", "deposit.amount must not exceed price.amount"));
     }
     let client = super::clients::load(&mut tx.conn(), b.client_id)
         .await
@@ -167,6 +169,7 @@ pub(crate) async fn insert(tx: &mut Tx, ctx: &Ctx, b: NewBookingRow) -> DomainRe
 
 pub async fn create(db: &Db, ctx: &Ctx, input: NewBooking) -> DomainResult<Booking> {
     authorize(db, ctx, Permission::BookingsWrite, "booking").await?;
+    crate::validate::input(&input)?;
     let status = match input.status.as_deref() {
         None | Some("draft") => "draft",
         Some("pending") => "pending",
@@ -249,6 +252,7 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: BookingTransition) -> D
 
 /// The booking transition inside a caller's transaction (automation actions, quick actions).
 pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &BookingTransition) -> DomainResult<Booking> {
+    crate::validate::input(t)?;
     if !BOOKING.is_state(&t.status) {
         return Err(DomainError::invalid(format!("status must be one of: {}", BOOKING.states.join(", "))));
     }
