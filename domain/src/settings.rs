@@ -8,10 +8,19 @@ pub struct Settings {
     pub timezone: String,
     /// Open items an operator may hold before round-robin assignment passes them over.
     pub max_open_items_per_operator: i64,
+    /// Minutes kept free before and after each booking for travel (availability, matching).
+    pub travel_buffer_minutes: i64,
+    /// How many weeks ahead the scheduler expands availability rules into slots.
+    pub availability_weeks: i64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { timezone: "Europe/London".into(), max_open_items_per_operator: 25 }
+        Settings {
+            timezone: "Europe/London".into(),
+            max_open_items_per_operator: 25,
+            travel_buffer_minutes: 30,
+            availability_weeks: 8,
+        }
     }
 }
