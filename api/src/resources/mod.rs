@@ -3,6 +3,7 @@
 pub mod action_center;
 mod audit;
 mod automation;
+mod availability;
 mod bookings;
 mod clients;
 mod exceptions;
@@ -43,7 +44,7 @@ pub fn apis(state: Arc<AppState>) -> impl poem_openapi::OpenApi {
             system::Api { state: s() },
             health::Api { state: s() },
         ),
-        (action_center::Api { state: s() }, sla::Api { state: s() }),
+        (action_center::Api { state: s() }, sla::Api { state: s() }, availability::Api { state: s() }),
     )
 }
 

@@ -577,10 +577,11 @@ pub async fn unavailable(
     booking_id: Uuid,
     at: Interval,
 ) -> DomainResult<Option<DomainError>> {
-    let mut conn = tx.conn();
-    if load_rules(&mut conn, model_id).await?.is_none() {
+    if load_rules(&mut tx.conn(), model_id).await?.is_none() {
         return Ok(None);
     }
+    // Serialises with other writers of her time (bookings, rule changes).
+    tx.lock_row(LockTable::Models, model_id).await?;
     let settings = tx.settings().clone();
     let buffer = buffer(&settings);
     let around = Interval::new(

@@ -21,6 +21,7 @@ pub fn registry() -> Registry {
         .register::<SlaSweep>()
         .register::<BookingClock>()
         .register::<Retention>()
+        .register::<super::availability::AvailabilityExpand>()
         .register::<Custom>();
     r
 }
