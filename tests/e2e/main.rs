@@ -10,6 +10,7 @@ mod action_center_page;
 mod admin_pages;
 mod auth;
 mod automation;
+mod availability;
 mod backlog;
 mod bad_input;
 mod browser;
