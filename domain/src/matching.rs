@@ -135,7 +135,7 @@ pub fn score(m: &Model, stats: Option<&ModelStats>, w: &Wants) -> (f64, Vec<Stri
             if a == b {
                 reasons.push(format!("based in {base}"));
                 1.0
-            } else if a.first().is_some() && a.first() == b.first() {
+            } else if !a.is_empty() && a.first() == b.first() {
                 reasons.push(format!("near {want} (based in {base})"));
                 0.7
             } else {
@@ -251,7 +251,7 @@ pub async fn match_inquiry(db: &Db, ctx: &Ctx, id: Uuid) -> DomainResult<MatchRe
         q_all!(&mut conn, ModelStats, "SELECT * FROM model_stats")?.into_iter().map(|s| (s.model_id, s)).collect();
     let times: HashMap<Uuid, ModelTime> =
         availability::load_times(&mut conn, None, window, buffer).await?.into_iter().map(|t| (t.model_id, t)).collect();
-    drop(conn);
+    drop(h);
     let wants = Wants::of(&inquiry, minutes);
     let mut candidates = Vec::new();
     let mut excluded = Vec::new();
