@@ -461,33 +461,53 @@ pub async fn load_times(
     range: Interval,
     buffer: Duration,
 ) -> DomainResult<Vec<ModelTime>> {
-    let ids = q_all!(
-        conn,
-        IdRow,
-        "SELECT id FROM models WHERE ($1 IS NULL AND status = 'active') OR id = $1 ORDER BY id",
-        model_id
-    )?;
-    let rules =
-        q_all!(conn, RulesRow, "SELECT * FROM availability_rules WHERE ($1 IS NULL OR model_id = $1)", model_id)?;
-    let slots = q_all!(
-        conn,
-        SlotRow,
-        "SELECT model_id, start_at, end_at FROM availability_slots
-         WHERE start_at < $1 AND end_at > $2 AND ($3 IS NULL OR model_id = $3)",
-        range.end_at,
-        range.start_at,
-        model_id
-    )?;
-    let busy = q_all!(
-        conn,
-        Busy,
-        "SELECT id, model_id, start_at, end_at FROM bookings
-         WHERE status IN ('pending', 'deposit_required', 'confirmed', 'in_progress')
-             AND start_at < $1 AND end_at > $2 AND ($3 IS NULL OR model_id = $3)",
-        range.end_at + buffer,
-        range.start_at - buffer,
-        model_id
-    )?;
+    // One model or all: separate texts, so each engine can use its index (an `$1 IS NULL OR`
+    // filter makes SQLite scan).
+    let (ids, rules, slots, busy) = match model_id {
+        Some(m) => (
+            q_all!(conn, IdRow, "SELECT id FROM models WHERE id = $1", m)?,
+            q_all!(conn, RulesRow, "SELECT * FROM availability_rules WHERE model_id = $1", m)?,
+            q_all!(
+                conn,
+                SlotRow,
+                "SELECT model_id, start_at, end_at FROM availability_slots
+                 WHERE model_id = $3 AND start_at < $1 AND end_at > $2",
+                range.end_at,
+                range.start_at,
+                m
+            )?,
+            q_all!(
+                conn,
+                Busy,
+                "SELECT id, model_id, start_at, end_at FROM bookings
+                 WHERE model_id = $3 AND status IN ('pending', 'deposit_required', 'confirmed', 'in_progress')
+                     AND start_at < $1 AND end_at > $2",
+                range.end_at + buffer,
+                range.start_at - buffer,
+                m
+            )?,
+        ),
+        None => (
+            q_all!(conn, IdRow, "SELECT id FROM models WHERE status = 'active' ORDER BY id")?,
+            q_all!(conn, RulesRow, "SELECT * FROM availability_rules")?,
+            q_all!(
+                conn,
+                SlotRow,
+                "SELECT model_id, start_at, end_at FROM availability_slots WHERE start_at < $1 AND end_at > $2",
+                range.end_at,
+                range.start_at
+            )?,
+            q_all!(
+                conn,
+                Busy,
+                "SELECT id, model_id, start_at, end_at FROM bookings
+                 WHERE status IN ('pending', 'deposit_required', 'confirmed', 'in_progress')
+                     AND start_at < $1 AND end_at > $2",
+                range.end_at + buffer,
+                range.start_at - buffer
+            )?,
+        ),
+    };
     debug_assert_eq!(BOOKING_HOLDS_TIME.len(), 4);
     let mut rules: HashMap<Uuid, RulesRow> = rules.into_iter().map(|r| (r.model_id, r)).collect();
     let mut slots_by: HashMap<Uuid, Vec<Interval>> = HashMap::new();
