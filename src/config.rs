@@ -41,6 +41,8 @@ const SETTINGS: &[&str] = &[
     "VIREL_ADMIN_EMAIL",
     "VIREL_ADMIN_PASSWORD",
     "VIREL_DEMO_DATA",
+    "VIREL_TRAVEL_BUFFER_MINUTES",
+    "VIREL_AVAILABILITY_WEEKS",
     "VIREL_TRUST_PROXY",
     "VIREL_PUBLIC_URL",
     "VIREL_LOG_FORMAT",
@@ -317,7 +319,15 @@ impl Config {
             timezone,
             max_open_items_per_operator: s
                 .positive("VIREL_MAX_OPEN_ITEMS_PER_OPERATOR", dd.max_open_items_per_operator)?,
+            travel_buffer_minutes: s.num("VIREL_TRAVEL_BUFFER_MINUTES", dd.travel_buffer_minutes)?,
+            availability_weeks: s.positive("VIREL_AVAILABILITY_WEEKS", dd.availability_weeks)?,
         };
+        if !(0..=24 * 60).contains(&domain.travel_buffer_minutes) {
+            bail!("{} must be 0 to 1440 minutes", s.where_("VIREL_TRAVEL_BUFFER_MINUTES"));
+        }
+        if domain.availability_weeks > 104 {
+            bail!("{} must be 1 to 104 weeks", s.where_("VIREL_AVAILABILITY_WEEKS"));
+        }
         let log_format = match s.get("VIREL_LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -522,6 +532,8 @@ mod tests {
         assert_eq!(c.retry.attempts_notification, 3);
         assert_eq!(c.liveness.poll, Duration::from_millis(25));
         assert_eq!(c.domain.timezone, "Europe/London");
+        assert_eq!(c.domain.travel_buffer_minutes, 30);
+        assert_eq!(c.domain.availability_weeks, 8);
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(!c.trust_proxy);
     }
@@ -546,6 +558,10 @@ mod tests {
             (&[("VIREL_TIMEZONE", "Mars/Olympus")], None, "VIREL_TIMEZONE"),
             (&[("VIREL_LOG_FORMAT", "xml")], None, "VIREL_LOG_FORMAT"),
             (&[("VIREL_TRUST_PROXY", "maybe")], None, "VIREL_TRUST_PROXY"),
+            (&[("VIREL_TRAVEL_BUFFER_MINUTES", "-5")], None, "VIREL_TRAVEL_BUFFER_MINUTES"),
+            (&[("VIREL_TRAVEL_BUFFER_MINUTES", "2000")], None, "VIREL_TRAVEL_BUFFER_MINUTES"),
+            (&[("VIREL_AVAILABILITY_WEEKS", "0")], None, "VIREL_AVAILABILITY_WEEKS"),
+            (&[("VIREL_AVAILABILITY_WEEKS", "500")], None, "VIREL_AVAILABILITY_WEEKS"),
             (&[], Some("concurrency_ops = \"x\""), "concurrency_ops in virel.toml"),
             (&[], Some("jwt_secret = \"0123456789abcdef0123456789abcdef\""), "JWT_SECRET in the environment"),
             (&[], Some("stripe_secret_key = \"sk_test_x\""), "STRIPE_SECRET_KEY in the environment"),

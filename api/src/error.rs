@@ -8,7 +8,8 @@ use virel_domain::DomainError;
 
 #[derive(Object, Debug, Clone, serde::Serialize)]
 pub struct ErrorInfo {
-    /// Stable machine-readable code: invalid_transition, booking_overlap, version_conflict,
+    /// Stable machine-readable code: invalid_transition, booking_overlap, model_unavailable,
+    /// version_conflict,
     /// duplicate, validation_failed, guard_failed, not_found, forbidden, unauthorized,
     /// bad_request, payload_too_large, too_many_requests, payment_provider_error, service_unavailable,
     /// internal.
@@ -41,8 +42,8 @@ pub enum ApiError {
     Forbidden(Json<ErrorBody>),
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
-    /// invalid_transition (with the allowed targets), booking_overlap, version_conflict,
-    /// duplicate, guard_failed.
+    /// invalid_transition (with the allowed targets), booking_overlap, model_unavailable (with
+    /// the nearest free windows), version_conflict, duplicate, guard_failed.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
     /// Well-formed but invalid input.
@@ -80,6 +81,7 @@ pub fn status_of(e: &DomainError) -> StatusCode {
         DomainError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         DomainError::InvalidTransition { .. }
         | DomainError::BookingOverlap { .. }
+        | DomainError::ModelUnavailable { .. }
         | DomainError::VersionConflict { .. }
         | DomainError::Duplicate(_)
         | DomainError::GuardFailed { .. } => StatusCode::CONFLICT,

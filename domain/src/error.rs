@@ -14,6 +14,10 @@ pub enum DomainError {
     InvalidTransition { entity: &'static str, from: String, to: String, allowed: Vec<&'static str> },
     #[error("the model already has a booking at that time")]
     BookingOverlap { conflicting_booking_id: uuid::Uuid },
+    /// The model is not free for the time (outside her availability, blocked, or within the
+    /// travel buffer of another booking); `details` holds the nearest free windows.
+    #[error("{message}")]
+    ModelUnavailable { message: String, details: Value },
     #[error("the {entity} was changed by someone else; reload and try again")]
     VersionConflict { entity: &'static str, current_version: Option<i64> },
     #[error("{0}")]
@@ -56,6 +60,7 @@ impl DomainError {
             DomainError::Unauthorized(_) => "unauthorized",
             DomainError::InvalidTransition { .. } => "invalid_transition",
             DomainError::BookingOverlap { .. } => "booking_overlap",
+            DomainError::ModelUnavailable { .. } => "model_unavailable",
             DomainError::VersionConflict { .. } => "version_conflict",
             DomainError::Duplicate(_) => "duplicate",
             DomainError::Invalid(_) | DomainError::InvalidField { .. } => "validation_failed",
@@ -76,6 +81,7 @@ impl DomainError {
             DomainError::BookingOverlap { conflicting_booking_id } => {
                 json!({"conflicting_booking_id": conflicting_booking_id})
             }
+            DomainError::ModelUnavailable { details, .. } => details.clone(),
             DomainError::VersionConflict { current_version, .. } => {
                 json!({"current_version": current_version})
             }

@@ -4,12 +4,14 @@
 
 pub mod action_center;
 pub mod automation;
+pub mod availability;
 pub mod commands;
 pub mod ctx;
 pub mod error;
 pub mod idempotency;
 pub mod jobs;
 pub mod machine;
+pub mod matching;
 pub mod outbox;
 pub mod payments;
 pub mod policy;

@@ -5,6 +5,8 @@
 use chrono::Duration;
 use serde_json::json;
 
+use crate::availability::rules::DAYS;
+use crate::availability::{self, Rules, WeeklyWindow};
 use crate::commands::bookings::{self, BookingTransition, NewBooking};
 use crate::commands::clients::{self, NewClient};
 use crate::commands::exceptions::{self, NewException};
@@ -161,6 +163,23 @@ pub async fn seed_demo(db: &Db) -> DomainResult<bool> {
         model_ids.push(m.id);
     }
 
+    // Every day from 10:00 to 04:00 London time: the demo models work late, and the demo
+    // flows (and integrations built against them) find them free.
+    for id in &model_ids {
+        let weekly = DAYS
+            .iter()
+            .map(|d| WeeklyWindow { day: d.to_string(), start: "10:00".into(), end: "04:00".into() })
+            .collect();
+        availability::put_rules(
+            db,
+            &ctx,
+            *id,
+            Rules { time_zone: "Europe/London".into(), weekly, ..Default::default() },
+            None,
+        )
+        .await?;
+    }
+
     let mut client_ids = Vec::new();
     for (name, phone, email, tg, ch) in [
         ("James Whitfield", "+447700900123", "james@example.com", Some("@jwhitfield"), "telegram"),
@@ -185,7 +204,13 @@ pub async fn seed_demo(db: &Db) -> DomainResult<bool> {
         client_ids.push(c.id);
     }
 
-    let start = now() + Duration::days(3);
+    // 14:00 London, three days from now: inside the demo models' hours.
+    let day = (now() + Duration::days(3)).with_timezone(&chrono_tz::Europe::London).date_naive();
+    let start = crate::availability::expand::resolve_local(
+        &chrono_tz::Europe::London,
+        day.and_hms_opt(14, 0, 0).unwrap_or_default(),
+        crate::availability::expand::Edge::Start,
+    );
     for (i, source) in ["web", "phone", "telegram"].into_iter().enumerate() {
         inquiries::create(
             db,

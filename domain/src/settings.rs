@@ -10,6 +10,10 @@ pub struct Settings {
     pub max_open_items_per_operator: i64,
     /// The ISO 4217 currencies the agency accepts (`VIREL_CURRENCIES`).
     pub currencies: Vec<String>,
+    /// Minutes kept free before and after each booking for travel (availability, matching).
+    pub travel_buffer_minutes: i64,
+    /// How many weeks ahead the scheduler expands availability rules into slots.
+    pub availability_weeks: i64,
 }
 
 impl Default for Settings {
@@ -18,6 +22,8 @@ impl Default for Settings {
             timezone: "Europe/London".into(),
             max_open_items_per_operator: 25,
             currencies: crate::validate::DEFAULT_CURRENCIES.iter().map(|c| c.to_string()).collect(),
+            travel_buffer_minutes: 30,
+            availability_weeks: 8,
         }
     }
 }

@@ -12,6 +12,7 @@ use cron::Schedule;
 use tokio::sync::watch;
 use virel_domain::automation;
 use virel_domain::commands::maintenance;
+use virel_domain::jobs::availability::AvailabilityExpand;
 use virel_domain::jobs::{Job as QueuedJob, QueueBackend, kinds};
 use virel_domain::{Db, DomainResult};
 
@@ -46,6 +47,7 @@ pub fn jobs(secs: u32) -> Vec<Job> {
     vec![
         Job { name: "retention", cron: "0 */10 * * * *".into() },
         Job { name: "delayed_actions", cron: "*/5 * * * * *".into() },
+        Job { name: "availability", cron: "0 */10 * * * *".into() },
         Job { name: "sla_sweep", cron: every.clone() },
         Job { name: "booking_clock", cron: every },
         // Stripe events the webhook never delivered (a no-op while payments are disabled).
@@ -62,6 +64,7 @@ async fn run_job(db: &Db, queues: &dyn QueueBackend, name: &str) -> DomainResult
         "stripe_reconcile" => {
             queues.push(QueuedJob::new(&virel_domain::jobs::payments::StripeReconcile {}), None).await?
         }
+        "availability" => queues.push(QueuedJob::new(&AvailabilityExpand::default()), None).await?,
         "delayed_actions" => {
             // Claimed (scheduled → queued) before the push; a claim whose push never ran is
             // put back after a while, so a crash between the two loses nothing.

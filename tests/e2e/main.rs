@@ -12,6 +12,7 @@ mod action_center_page;
 mod admin_pages;
 mod auth;
 mod automation;
+mod availability;
 mod backend_dead;
 mod backlog;
 mod bad_input;

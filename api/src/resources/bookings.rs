@@ -43,7 +43,8 @@ pub struct BookingStatusIn {
     /// Required for `cancelled`, and for an override.
     #[oai(validator(max_length = 2000))]
     pub reason: Option<String>,
-    /// Confirm without a paid deposit (permission `bookings:override`).
+    /// Confirm without a paid deposit, or hold a time the model is not free for
+    /// (permission `bookings:override`; a reason is required and the override is audited).
     #[oai(rename = "override", default)]
     pub override_: bool,
     pub version: Option<i64>,

@@ -3,6 +3,7 @@
 pub mod action_center;
 mod audit;
 mod automation;
+mod availability;
 mod bookings;
 mod clients;
 mod exceptions;
@@ -45,6 +46,7 @@ pub fn apis(state: Arc<AppState>) -> impl poem_openapi::OpenApi {
             health::Api { state: s() },
         ),
         (action_center::Api { state: s() }, sla::Api { state: s() }, payments::Api { state: s() }),
+        availability::Api { state: s() },
     )
 }
 

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::inquiries::validate_duration;
 use super::tasks::{self, NewTask};
 use super::{Money, PageReq, authorize, check_version, emit, one_of, require_text, snapshot, write_audit};
+use crate::availability::{self, Interval};
 use crate::error::{DomainError, DomainResult};
 use crate::machine::{BOOKING, BOOKING_HOLDS_TIME};
 use crate::policy::Permission;
@@ -52,6 +53,10 @@ pub(crate) struct NewBookingRow {
     pub status: &'static str,
     pub assignee_id: Option<Uuid>,
 }
+
+/// Targets that hold the model's time and that an override (`bookings:override`, with a
+/// reason) may force: past a missing deposit (`confirmed`) or the model's availability.
+const OVERRIDABLE: &[&str] = &["pending", "deposit_required", "confirmed"];
 
 #[derive(FromRow)]
 struct IdRow {
@@ -138,6 +143,10 @@ pub(crate) async fn insert(tx: &mut Tx, ctx: &Ctx, b: NewBookingRow) -> DomainRe
     let end_at = b.start_at + Duration::minutes(b.duration_minutes);
     if BOOKING_HOLDS_TIME.contains(&b.status) {
         check_overlap(tx, b.model_id, id, b.start_at, end_at).await?;
+        // Created holding time (pending, or converted from an inquiry): she must be free.
+        if let Some(e) = availability::unavailable(tx, b.model_id, id, Interval::new(b.start_at, end_at)).await? {
+            return Err(e);
+        }
     }
     let mut conn = tx.conn();
     let at = now();
@@ -241,7 +250,7 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: BookingTransition) -> D
     if !BOOKING.is_state(&t.status) {
         return Err(DomainError::invalid(format!("status must be one of: {}", BOOKING.states.join(", "))));
     }
-    if t.r#override && t.status == "confirmed" {
+    if t.r#override && OVERRIDABLE.contains(&t.status.as_str()) {
         authorize(db, ctx, Permission::BookingsOverride, "booking").await?;
     }
     let mut tx = db.begin().await?;
@@ -256,7 +265,7 @@ pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &BookingTransiti
     if !BOOKING.is_state(&t.status) {
         return Err(DomainError::invalid(format!("status must be one of: {}", BOOKING.states.join(", "))));
     }
-    if t.r#override && t.status == "confirmed" {
+    if t.r#override && OVERRIDABLE.contains(&t.status.as_str()) {
         ctx.require_quiet(Permission::BookingsOverride)?;
     }
     let before = load(&mut tx.conn(), id).await?;
@@ -333,6 +342,20 @@ pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &BookingTransiti
             cancellation_reason = Some(require_text(t.reason.as_deref(), "reason")?);
         }
         _ => {}
+    }
+    // Into a holding state (not the start itself): the model must be free for the time,
+    // unless overridden with a reason.
+    let mut availability_override = None;
+    if OVERRIDABLE.contains(&t.status.as_str())
+        && let Some(e) =
+            availability::unavailable(tx, before.model_id, id, Interval::new(before.start_at, before.end_at)).await?
+    {
+        if !t.r#override {
+            return Err(e);
+        }
+        let reason = require_text(t.reason.as_deref(), "reason")?;
+        override_reason = Some(reason.clone());
+        availability_override = Some(json!({"reason": reason, "to": t.status, "unavailable": e.details()}));
     }
     let n = q_exec!(
         &mut tx.conn(),
@@ -425,6 +448,10 @@ pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &BookingTransiti
     for (kind, p) in extra_events {
         let pid = p["payment_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).unwrap_or(id);
         emit(&mut conn, ctx, kind, "payment", pid, p).await?;
+    }
+    if let Some(o) = availability_override {
+        write_audit(&mut conn, ctx, "booking.availability_override", "booking", Some(id.to_string()), None, Some(o))
+            .await?;
     }
     write_audit(
         &mut conn,

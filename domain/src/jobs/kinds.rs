@@ -24,7 +24,8 @@ pub fn registry() -> Registry {
         .register::<Custom>()
         .register::<super::payments::StripeEvent>()
         .register::<super::payments::StripeRefund>()
-        .register::<super::payments::StripeReconcile>();
+        .register::<super::payments::StripeReconcile>()
+        .register::<super::availability::AvailabilityExpand>();
     r
 }
 
