@@ -17,9 +17,16 @@ use crate::rows::User;
 use crate::store::Db;
 use crate::{Actor, Ctx, new_id, now, q_exec, q_opt};
 
-/// Failed logins for one email or one address within the window before 429.
+/// Failed logins for one (account, address) within the window before that pair is locked.
 pub const MAX_FAILURES: i64 = 5;
+/// Failed logins from one address (over every account) within the window before it is locked.
+pub const MAX_ADDRESS_FAILURES: i64 = 20;
 pub const FAILURE_WINDOW_MINUTES: i64 = 15;
+/// The first lock-out lasts this long; each further one doubles it, up to `LOCK_CAP_SECS`.
+pub const LOCK_BASE_SECS: i64 = 60;
+pub const LOCK_CAP_SECS: i64 = 15 * 60;
+/// A key quiet for this long starts again from the first lock-out's length.
+pub const LOCKOUT_MEMORY_HOURS: i64 = 24;
 pub const REFRESH_TTL_DAYS: i64 = 30;
 
 pub struct Session {
@@ -27,9 +34,17 @@ pub struct Session {
     pub refresh_token: String,
 }
 
-#[derive(FromRow)]
-struct Count {
-    n: i64,
+/// One throttle key: `a:{address}:{email}` (an account tried from one address) or
+/// `ip:{address}` (every account tried from one address).
+#[derive(FromRow, Clone, Debug)]
+struct Throttle {
+    key: String,
+    failures: i64,
+    window_start: chrono::DateTime<chrono::Utc>,
+    lockouts: i64,
+    locked_until: Option<chrono::DateTime<chrono::Utc>>,
+    throttled: i64,
+    updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(FromRow)]
@@ -59,18 +74,127 @@ fn dummy_hash() -> &'static str {
     H.get_or_init(|| super::users::hash_password("not a password").unwrap_or_default())
 }
 
-async fn recent_failures(db: &Db, email: &str, ip: Option<&str>) -> DomainResult<i64> {
-    let since = now() - Duration::minutes(FAILURE_WINDOW_MINUTES);
-    let row = q_opt!(
-        &mut db.acquire().await?.conn(),
-        Count,
-        "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'auth.login_failed' AND at > $1
-             AND (entity_id = $2 OR ($3 IS NOT NULL AND ip = $3))",
-        since,
-        email,
-        ip
+/// Reads one throttle key with its row locked until the transaction ends: the upsert takes
+/// PostgreSQL's row lock (so concurrent logins, in any process, queue on it), and SQLite's
+/// `BEGIN IMMEDIATE` already holds the database write lock.
+async fn lock_throttle(
+    conn: &mut crate::store::Conn<'_>,
+    key: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> DomainResult<Throttle> {
+    q_opt!(
+        conn,
+        Throttle,
+        "INSERT INTO login_throttle (key, failures, window_start, lockouts, locked_until, throttled, updated_at)
+         VALUES ($1, 0, $2, 0, NULL, 0, $2)
+         ON CONFLICT (key) DO UPDATE SET updated_at = login_throttle.updated_at
+         RETURNING key, failures, window_start, lockouts, locked_until, throttled, updated_at",
+        key,
+        at
+    )?
+    .ok_or_else(|| DomainError::Internal("login_throttle upsert returned no row".into()))
+}
+
+async fn save_throttle(
+    conn: &mut crate::store::Conn<'_>,
+    t: &Throttle,
+    at: chrono::DateTime<chrono::Utc>,
+) -> DomainResult<()> {
+    q_exec!(
+        conn,
+        "UPDATE login_throttle SET failures = $1, window_start = $2, lockouts = $3, locked_until = $4, throttled = $5,
+             updated_at = $6 WHERE key = $7",
+        t.failures,
+        t.window_start,
+        t.lockouts,
+        t.locked_until,
+        t.throttled,
+        at,
+        &t.key
     )?;
-    Ok(row.map(|r| r.n).unwrap_or(0))
+    Ok(())
+}
+
+impl Throttle {
+    /// Forgets what is past remembering: failures outside the window, lock-outs after a quiet day.
+    fn age(&mut self, at: chrono::DateTime<chrono::Utc>) {
+        if self.updated_at < at - Duration::hours(LOCKOUT_MEMORY_HOURS) {
+            self.lockouts = 0;
+        }
+        if self.window_start < at - Duration::minutes(FAILURE_WINDOW_MINUTES) {
+            self.failures = 0;
+            self.window_start = at;
+        }
+    }
+
+    fn locked(&self, at: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.locked_until.filter(|u| *u > at)
+    }
+
+    /// Starts the next lock-out: 1 min, doubling each time, at most 15 min.
+    fn lock(&mut self, at: chrono::DateTime<chrono::Utc>) -> i64 {
+        self.lockouts += 1;
+        let secs = LOCK_BASE_SECS.saturating_mul(1i64 << (self.lockouts - 1).clamp(0, 20)).min(LOCK_CAP_SECS);
+        self.locked_until = Some(at + Duration::seconds(secs));
+        self.failures = 0;
+        self.window_start = at;
+        self.throttled += 1;
+        secs
+    }
+}
+
+fn retry_after(until: chrono::DateTime<chrono::Utc>, at: chrono::DateTime<chrono::Utc>) -> u64 {
+    let ms = (until - at).num_milliseconds().max(1000);
+    (ms as u64).div_ceil(1000)
+}
+
+/// Takes a login attempt's place in the throttle, before the password is looked at, in one
+/// transaction holding both keys' row locks (always the account's first, then the address's,
+/// so concurrent logins cannot deadlock). The attempt is counted as a failure up front, so 30
+/// simultaneous guesses cannot all get past the check before any failure is recorded; a
+/// success gives the reservation back. Attempts refused while a key is locked only bump its
+/// `throttled` counter; each lock-out writes one `auth.login_locked` audit row.
+async fn reserve_attempt(db: &Db, ctx: &Ctx, email: &str) -> DomainResult<()> {
+    let ip = ctx.ip.as_deref().unwrap_or("unknown");
+    let email_key: String = email.chars().take(320).collect();
+    let at = now();
+    let mut tx = db.begin().await?;
+    let mut conn = tx.conn();
+    let mut account = lock_throttle(&mut conn, &format!("a:{ip}:{email_key}"), at).await?;
+    let mut address = lock_throttle(&mut conn, &format!("ip:{ip}"), at).await?;
+    let until = [account.locked(at), address.locked(at)].into_iter().flatten().max();
+    if let Some(until) = until {
+        for t in [&mut account, &mut address] {
+            if t.locked(at).is_some() {
+                t.throttled += 1;
+                save_throttle(&mut conn, t, at).await?;
+            }
+        }
+        tx.commit_quiet().await?;
+        return Err(DomainError::TooManyRequests { retry_after_secs: retry_after(until, at) });
+    }
+    account.age(at);
+    address.age(at);
+    let over = if account.failures >= MAX_FAILURES {
+        Some((&mut account, "account_address"))
+    } else if address.failures >= MAX_ADDRESS_FAILURES {
+        Some((&mut address, "address"))
+    } else {
+        None
+    };
+    if let Some((t, scope)) = over {
+        let secs = t.lock(at);
+        save_throttle(&mut conn, t, at).await?;
+        let details = json!({"scope": scope, "ip": ip, "lockouts": t.lockouts, "locked_for_secs": secs});
+        write_audit(&mut conn, ctx, "auth.login_locked", "user", Some(email_key), None, Some(details)).await?;
+        tx.commit_quiet().await?;
+        return Err(DomainError::TooManyRequests { retry_after_secs: secs as u64 });
+    }
+    account.failures += 1;
+    address.failures += 1;
+    save_throttle(&mut conn, &account, at).await?;
+    save_throttle(&mut conn, &address, at).await?;
+    tx.commit_quiet().await
 }
 
 async fn issue(conn: &mut crate::store::Conn<'_>, user_id: Uuid, family: Uuid) -> DomainResult<String> {
@@ -89,22 +213,13 @@ async fn issue(conn: &mut crate::store::Conn<'_>, user_id: Uuid, family: Uuid) -
     Ok(token)
 }
 
-/// Checks a password. Failures are audited (`auth.login_failed`) and counted; past the limit
-/// the caller is told to wait (429) before the password is even looked at.
+/// Checks a password, throttled per (account, address) and per address (see
+/// `reserve_attempt`): past the limit the caller is told to wait (429) before the password is
+/// even looked at. A correct password from an address that has not failed is never held up by
+/// failures elsewhere, so nobody can lock the real owner out from another address.
 pub async fn login(db: &Db, ctx: &Ctx, email: &str, password: &str) -> DomainResult<Session> {
     let email = email.trim().to_lowercase();
-    let failures = recent_failures(db, &email, ctx.ip.as_deref()).await?;
-    if failures >= MAX_FAILURES {
-        let mut tx = db.begin().await?;
-        write_audit(&mut tx.conn(), ctx, "auth.login_throttled", "user", Some(email.clone()), None, None).await?;
-        tx.commit().await?;
-        return Err(DomainError::TooManyRequests { retry_after_secs: (FAILURE_WINDOW_MINUTES * 60) as u64 });
-    }
-
-    // Slow down a guesser before the hard limit: each recent failure costs 100 ms more.
-    if failures > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(100 * failures as u64)).await;
-    }
+    reserve_attempt(db, ctx, &email).await?;
     let user = find_by_email(&mut db.acquire().await?.conn(), &email).await?;
     let ok = match &user {
         Some(u) => verify_password(password, &u.password_hash) && u.active,
@@ -116,10 +231,20 @@ pub async fn login(db: &Db, ctx: &Ctx, email: &str, password: &str) -> DomainRes
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
     let Some(user) = user.filter(|_| ok) else {
+        // Already counted by the reservation.
         write_audit(&mut conn, ctx, "auth.login_failed", "user", Some(email.clone()), None, None).await?;
         tx.commit().await?;
         return Err(DomainError::Unauthorized("wrong email or password".into()));
     };
+    // A success forgives the pair's failures and gives the address its reservation back.
+    let ip = ctx.ip.as_deref().unwrap_or("unknown");
+    let email_key: String = email.chars().take(320).collect();
+    q_exec!(&mut conn, "DELETE FROM login_throttle WHERE key = $1", format!("a:{ip}:{email_key}"))?;
+    q_exec!(
+        &mut conn,
+        "UPDATE login_throttle SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END WHERE key = $1",
+        format!("ip:{ip}")
+    )?;
     let token = issue(&mut conn, user.id, new_id()).await?;
     let actor_ctx = Ctx {
         actor: Actor::User { id: user.id, role: Role::parse(&user.role).unwrap_or(Role::Operator) },
