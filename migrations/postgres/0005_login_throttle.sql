@@ -4,6 +4,8 @@
 CREATE TABLE login_throttle (
     key TEXT PRIMARY KEY,
     failures BIGINT NOT NULL DEFAULT 0,
+    -- Attempts past the check whose password is still being verified.
+    pending BIGINT NOT NULL DEFAULT 0,
     window_start TIMESTAMPTZ NOT NULL,
     lockouts BIGINT NOT NULL DEFAULT 0,
     locked_until TIMESTAMPTZ,

@@ -4,6 +4,8 @@
 CREATE TABLE login_throttle (
     key TEXT PRIMARY KEY,
     failures INTEGER NOT NULL DEFAULT 0,
+    -- Attempts past the check whose password is still being verified.
+    pending INTEGER NOT NULL DEFAULT 0,
     window_start TEXT NOT NULL,
     lockouts INTEGER NOT NULL DEFAULT 0,
     locked_until TEXT,
