@@ -132,3 +132,101 @@ async fn expire_lock(app: &TestApp, key: &str) {
         }
     }
 }
+
+/// The row a request leaves in `idempotency_keys` while it runs: as if its process died
+/// mid-way (lease in the past, or no lease at all as before leases existed), or still running.
+async fn running_key(app: &TestApp, actor: &str, key: &str, hash: &str, lease: Option<chrono::DateTime<chrono::Utc>>) {
+    let sql = "INSERT INTO idempotency_keys (key, actor, request_hash, status, body, created_at, lease_until)
+               VALUES ($1, $2, $3, 0, '', $4, $5)";
+    let created = chrono::Utc::now() - chrono::Duration::minutes(5);
+    match app.db.pool() {
+        virel_domain::store::Pool::Pg(p) => {
+            sqlx::query(sql).bind(key).bind(actor).bind(hash).bind(created).bind(lease).execute(p).await.unwrap();
+        }
+        virel_domain::store::Pool::Lite(p) => {
+            sqlx::query(sql).bind(key).bind(actor).bind(hash).bind(created).bind(lease).execute(p).await.unwrap();
+        }
+    }
+}
+
+/// The request hash the idempotency middleware computes: method, URI and body.
+fn request_hash(path: &str, body: &Value) -> String {
+    virel_api::middleware::idempotency::request_hash("POST", path, &serde_json::to_vec(body).unwrap())
+}
+
+both_engines!(idempotency_keys_of_dead_requests_do_not_wedge, async |app: TestApp| {
+    let admin = app.login("admin@virel.com").await;
+    let actor = app.user_id("admin@virel.com").await;
+    let send = async |key: &str, body: &Value| {
+        let r = app
+            .http
+            .post(format!("{}/clients", app.base))
+            .bearer_auth(&admin)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let replayed = r.headers().get("idempotent-replayed").is_some();
+        (r.status(), replayed, r.json::<Value>().await.unwrap())
+    };
+    let now = chrono::Utc::now();
+
+    // A request that died mid-way: its lease lapsed a second ago. The retry does the work.
+    let body = json!({"name": "Crashed Once", "phone": "+447700555101"});
+    running_key(
+        &app,
+        &actor,
+        "died",
+        &request_hash("/api/v1/clients", &body),
+        Some(now - chrono::Duration::seconds(1)),
+    )
+    .await;
+    let (st, replayed, b) = send("died", &body).await;
+    assert_eq!(st, StatusCode::CREATED, "a retry after the lease lapsed proceeds: {b}");
+    assert!(!replayed);
+    // ...and is recorded: the next retry is a replay of it.
+    let (st, replayed, b2) = send("died", &body).await;
+    assert_eq!(st, StatusCode::CREATED, "{b2}");
+    assert!(replayed);
+    assert_eq!(b["id"], b2["id"]);
+
+    // A row from before leases existed (no lease) counts as lapsed too.
+    let body = json!({"name": "Crashed Long Ago", "phone": "+447700555102"});
+    running_key(&app, &actor, "no-lease", &request_hash("/api/v1/clients", &body), None).await;
+    let (st, _, b) = send("no-lease", &body).await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+
+    // While the first request's lease is live, a duplicate is still refused.
+    let body = json!({"name": "Still Running", "phone": "+447700555103"});
+    running_key(
+        &app,
+        &actor,
+        "running",
+        &request_hash("/api/v1/clients", &body),
+        Some(now + chrono::Duration::seconds(30)),
+    )
+    .await;
+    let (st, _, e) = send("running", &body).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["error"]["code"], "duplicate");
+    assert_eq!(app.count("SELECT COUNT(*) AS n FROM clients WHERE name = 'Still Running'").await, 0);
+    // Another body under a running key is still a mismatch.
+    let (st, _, e) = send("running", &json!({"name": "Other", "phone": "+447700555104"})).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+
+    // Two at once with one key: the work is done once; the other is refused or replayed.
+    let body = json!({"name": "Twice At Once", "phone": "+447700555105"});
+    let (a, b) = futures::join!(send("twice", &body), send("twice", &body));
+    let fresh = [&a, &b].iter().filter(|r| r.0 == StatusCode::CREATED && !r.1).count();
+    assert_eq!(fresh, 1, "{a:?} {b:?}");
+    for r in [&a, &b] {
+        assert!(r.0 == StatusCode::CREATED || r.0 == StatusCode::CONFLICT, "{r:?}");
+    }
+    assert_eq!(app.count("SELECT COUNT(*) AS n FROM clients WHERE name = 'Twice At Once'").await, 1);
+    // A finished key holds no lease.
+    assert_eq!(
+        app.count("SELECT COUNT(*) AS n FROM idempotency_keys WHERE status <> 0 AND lease_until IS NOT NULL").await,
+        0
+    );
+});
