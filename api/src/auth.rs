@@ -295,6 +295,32 @@ pub struct Done {
     pub ok: bool,
 }
 
+/// A 429 from the login limit carries `Retry-After` (seconds), taken from the error's
+/// `details.retry_after_secs`.
+fn with_retry_after<E: poem::Endpoint + 'static>(ep: E) -> impl poem::Endpoint {
+    use poem::{EndpointExt, IntoResponse};
+    ep.around(|ep, req| async move {
+        let resp = match ep.call(req).await {
+            Ok(r) => r.into_response(),
+            Err(e) if e.status() == poem::http::StatusCode::TOO_MANY_REQUESTS => e.into_response(),
+            // Everything else goes on to the error middleware as it was.
+            Err(e) => return Err(e),
+        };
+        if resp.status() != poem::http::StatusCode::TOO_MANY_REQUESTS || resp.headers().contains_key("retry-after") {
+            return Ok::<_, poem::Error>(resp);
+        }
+        let (mut parts, body) = resp.into_parts();
+        let bytes = body.into_bytes().await.unwrap_or_default();
+        let secs = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"]["details"]["retry_after_secs"].as_u64());
+        if let Some(v) = secs.and_then(|s| poem::http::HeaderValue::from_str(&s.to_string()).ok()) {
+            parts.headers.insert("retry-after", v);
+        }
+        Ok(poem::Response::from_parts(parts, poem::Body::from(bytes)))
+    })
+}
+
 pub struct AuthApi {
     pub state: Arc<AppState>,
 }
@@ -315,7 +341,7 @@ impl AuthApi {
 impl AuthApi {
     /// Log in with email and password. Repeated failures for one email or address are slowed
     /// down and then refused with 429.
-    #[oai(path = "/auth/login", method = "post")]
+    #[oai(path = "/auth/login", method = "post", transform = "with_retry_after")]
     async fn login(&self, req: &Request, body: Json<LoginRequest>) -> ApiResult<Json<TokenResponse>> {
         let (ip, request_id) = request_meta(req);
         let ctx = Ctx::new(virel_domain::Actor::Anonymous).with_request(ip, request_id);

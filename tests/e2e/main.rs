@@ -11,6 +11,7 @@ mod action_center;
 mod action_center_page;
 mod admin_pages;
 mod auth;
+mod auth_limits;
 mod automation;
 mod availability;
 mod backend_dead;

@@ -8,13 +8,28 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use crate::error::{self, ErrorBody, json_response};
 use crate::{AppState, MAX_BODY_BYTES, request_meta};
 
+/// What a key is bound to: the method, the URI (path and query) and the body.
+pub fn request_hash(method: &str, uri: &str, body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(method.as_bytes());
+    h.update(b" ");
+    h.update(uri.as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    hex::encode(h.finalize())
+}
+
 /// Writes with an `Idempotency-Key` header: the same key and body (for the same caller, within
 /// 24 hours) get the first response again, marked `idempotent-replayed: true`, without doing the
-/// work twice; the same key with another body is 422; while the first is still running, 409.
-/// A server error (5xx) forgets the key so the request can be tried again.
-pub async fn idempotency<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+/// work twice; the same key with another body is 422; while the first is still running (its
+/// lease is live), 409. A server error (5xx) forgets the key so the request can be tried again;
+/// a request that died mid-way frees its key when its lease lapses (seconds, not 24 hours).
+/// A keyed request runs to its end on its own task, renewing its lease, so a client hanging up
+/// cannot cut it between the work and the recording of its answer (see
+/// `virel_domain::idempotency` for why the answer is recorded right after the work).
+pub async fn idempotency<E: Endpoint + 'static>(next: E, mut req: Request) -> poem::Result<Response> {
     use poem::http::Method;
-    use sha2::{Digest, Sha256};
     use virel_domain::idempotency::{self, Begin};
     let Some(key) = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string) else {
         return Ok(next.call(req).await?.into_response());
@@ -44,13 +59,7 @@ pub async fn idempotency<E: Endpoint>(next: E, mut req: Request) -> poem::Result
         .unwrap_or_else(|| format!("anonymous:{}", request_meta(&req).0.unwrap_or_default()));
     // A body past the cap is an error here, answered 413 by `body_limit`.
     let body = req.take_body().into_bytes_limit(MAX_BODY_BYTES).await?;
-    let mut h = Sha256::new();
-    h.update(req.method().as_str().as_bytes());
-    h.update(b" ");
-    h.update(req.uri().to_string().as_bytes());
-    h.update(b"\n");
-    h.update(&body);
-    let hash = hex::encode(h.finalize());
+    let hash = request_hash(req.method().as_str(), &req.uri().to_string(), &body);
     req.set_body(body);
     let begun = match idempotency::begin(&state.db, &actor, &key, &hash).await {
         Ok(b) => b,
@@ -71,28 +80,51 @@ pub async fn idempotency<E: Endpoint>(next: E, mut req: Request) -> poem::Result
             .header("idempotent-replayed", "true")
             .body(body)),
         Begin::New => {
-            let resp = match next.call(req).await {
-                Ok(r) => r.into_response(),
-                Err(e) => {
-                    // Not stored: errors raised before a handler answered (bad JSON, no token)
-                    // leave the key free, and are rendered by the error middleware.
+            use tracing::Instrument;
+            let run = async move {
+                let call = next.call(req);
+                tokio::pin!(call);
+                let mut renew = tokio::time::interval(std::time::Duration::from_secs(idempotency::RENEW_SECS));
+                renew.tick().await;
+                let res = loop {
+                    tokio::select! {
+                        r = &mut call => break r,
+                        _ = renew.tick() => {
+                            if let Err(e) = idempotency::renew(&state.db, &actor, &key).await {
+                                tracing::warn!(error = %e, "cannot renew an idempotency lease");
+                            }
+                        }
+                    }
+                };
+                let resp = match res {
+                    Ok(r) => r.into_response(),
+                    Err(e) => {
+                        // Not stored: errors raised before a handler answered (bad JSON, no
+                        // token) leave the key free, and are rendered by the error middleware.
+                        let _ = idempotency::abandon(&state.db, &actor, &key).await;
+                        return Err(e);
+                    }
+                };
+                let status = resp.status();
+                if status.is_server_error() {
                     let _ = idempotency::abandon(&state.db, &actor, &key).await;
-                    return Err(e);
+                    return Ok(resp);
                 }
+                let (parts, body) = resp.into_parts();
+                let bytes = body.into_bytes().await.unwrap_or_default();
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                if let Err(e) = idempotency::finish(&state.db, &actor, &key, status.as_u16(), &text).await {
+                    tracing::warn!(error = %e, "cannot store an idempotent response");
+                }
+                Ok(Response::from_parts(parts, poem::Body::from(bytes)))
             };
-            let status = resp.status();
-
-            if status.is_server_error() {
-                let _ = idempotency::abandon(&state.db, &actor, &key).await;
-                return Ok(resp);
+            match tokio::spawn(run.in_current_span()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "an idempotent request's task failed");
+                    Ok(refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"))
+                }
             }
-            let (parts, body) = resp.into_parts();
-            let bytes = body.into_bytes().await.unwrap_or_default();
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            if let Err(e) = idempotency::finish(&state.db, &actor, &key, status.as_u16(), &text).await {
-                tracing::warn!(error = %e, "cannot store an idempotent response");
-            }
-            Ok(Response::from_parts(parts, poem::Body::from(bytes)))
         }
     }
 }

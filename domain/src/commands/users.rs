@@ -1,7 +1,5 @@
 //! Staff accounts: who may log in, with which role.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -12,20 +10,14 @@ use crate::rows::{Page, User};
 use crate::store::{Conn, Db};
 use crate::{Ctx, new_id, now, q_all, q_exec, q_opt};
 
-/// argon2id with the crate's defaults (19 MiB, 2 passes): the OWASP baseline.
+/// argon2id with pinned parameters, on the calling thread (the seed). Requests hash with
+/// `auth::hash_password`, on the blocking pool.
 pub fn hash_password(password: &str) -> DomainResult<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| DomainError::Internal(format!("hashing failed: {e}")))
+    super::auth::hash_password_blocking(password)
 }
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
-        Err(_) => false,
-    }
+    super::auth::verify_password_blocking(password, hash)
 }
 
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
@@ -107,7 +99,7 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewUser) -> DomainResult<User> {
     let role = parse_role(&input.role)?;
     let name = require_text(Some(&input.name), "name")?;
     check_password(&input.password)?;
-    let hash = hash_password(&input.password)?;
+    let hash = super::auth::hash_password(&input.password).await?;
     let mut tx = db.begin().await?;
     let row = insert_hashed(&mut tx.conn(), ctx, &input.email, &name, role, &hash).await?;
     tx.commit().await?;
@@ -141,7 +133,7 @@ pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, p: UserPatch) -> DomainResult<
     let hash = match &p.password {
         Some(pw) => {
             check_password(pw)?;
-            Some(hash_password(pw)?)
+            Some(super::auth::hash_password(pw).await?)
         }
         None => None,
     };
