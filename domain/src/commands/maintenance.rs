@@ -54,6 +54,7 @@ pub struct Purged {
     pub refresh_tokens: u64,
     pub idempotency_keys: u64,
     pub schedule_runs: u64,
+    pub login_throttle: u64,
 }
 
 /// Deletes what is past keeping: refresh tokens expired for a day, idempotency keys older than
@@ -70,8 +71,15 @@ pub async fn purge_expired(db: &Db, ctx: &Ctx) -> DomainResult<Purged> {
             at - Duration::hours(24)
         )?,
         schedule_runs: q_exec!(&mut conn, "DELETE FROM schedule_runs WHERE tick_at < $1", at - Duration::days(7))?,
+        // A day without failures forgives an address; a running lock-out is kept.
+        login_throttle: q_exec!(
+            &mut conn,
+            "DELETE FROM login_throttle WHERE updated_at < $1 AND pending = 0 AND (locked_until IS NULL OR locked_until < $2)",
+            at - Duration::days(1),
+            at
+        )?,
     };
-    if p.refresh_tokens + p.idempotency_keys + p.schedule_runs > 0 {
+    if p.refresh_tokens + p.idempotency_keys + p.schedule_runs + p.login_throttle > 0 {
         write_audit(&mut conn, ctx, "retention.purged", "system", None, None, Some(json!(p))).await?;
     }
     tx.commit().await?;
