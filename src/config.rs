@@ -46,6 +46,7 @@ const SETTINGS: &[&str] = &[
     "STRIPE_WEBHOOK_SECRET",
     "STRIPE_API_BASE",
     "STRIPE_WEBHOOK_TOLERANCE_SECS",
+    "VIREL_WEBHOOK_ALLOW_PRIVATE",
 ];
 
 /// Settings that may only come from the environment.
@@ -249,6 +250,7 @@ impl Config {
             timezone,
             max_open_items_per_operator: s
                 .positive("VIREL_MAX_OPEN_ITEMS_PER_OPERATOR", dd.max_open_items_per_operator)?,
+            webhook_allow_private: s.flag("VIREL_WEBHOOK_ALLOW_PRIVATE")?,
         };
         let log_format = match s.get("VIREL_LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -468,6 +470,7 @@ mod tests {
             (&[("STRIPE_SECRET_KEY", "pk_test_x")], None, "STRIPE_SECRET_KEY"),
             (&[("STRIPE_API_BASE", "api.stripe.com")], None, "STRIPE_API_BASE"),
             (&[("STRIPE_WEBHOOK_TOLERANCE_SECS", "0")], None, "STRIPE_WEBHOOK_TOLERANCE_SECS"),
+            (&[("VIREL_WEBHOOK_ALLOW_PRIVATE", "perhaps")], None, "VIREL_WEBHOOK_ALLOW_PRIVATE"),
             (&[], Some("bnid = \"x\""), "unknown setting \"bnid\""),
             (&[], Some("bind = ["), "not valid TOML"),
         ];

@@ -18,6 +18,7 @@ pub mod seed;
 pub mod settings;
 pub mod sla;
 pub mod store;
+pub mod webhooks;
 
 pub use ctx::{Actor, Ctx};
 pub use error::{DomainError, DomainResult};

@@ -8,10 +8,13 @@ pub struct Settings {
     pub timezone: String,
     /// Open items an operator may hold before round-robin assignment passes them over.
     pub max_open_items_per_operator: i64,
+    /// `VIREL_WEBHOOK_ALLOW_PRIVATE`: outgoing webhooks may target loopback and private
+    /// addresses (tests, on-premises installs); the metadata address stays refused.
+    pub webhook_allow_private: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { timezone: "Europe/London".into(), max_open_items_per_operator: 25 }
+        Settings { timezone: "Europe/London".into(), max_open_items_per_operator: 25, webhook_allow_private: false }
     }
 }
