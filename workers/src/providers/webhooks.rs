@@ -28,7 +28,7 @@ pub async fn checked_target(url: &reqwest::Url, allow_private: bool) -> Result<(
     }
     let port = url.port_or_known_default().ok_or_else(|| SendError::Refused("no port".into()))?;
     let check = |ip: IpAddr| match refused_ip(ip, allow_private) {
-        Some(why) => Err(SendError::Refused(format!("the subscriber's address {ip} is {why}"))),
+        Some(why) => Err(SendError::Refused(format!("{ip} is {why}"))),
         None => Ok(()),
     };
     match url.host() {
@@ -45,7 +45,7 @@ pub async fn checked_target(url: &reqwest::Url, allow_private: bool) -> Result<(
             // address could otherwise be steered to the private one.
             for a in &addrs {
                 check(a.ip()).map_err(|e| match e {
-                    SendError::Refused(m) => SendError::Refused(format!("{host} resolves to {m}")),
+                    SendError::Refused(m) => SendError::Refused(format!("{host} resolves to {m}, not allowed")),
                     other => other,
                 })?;
             }
