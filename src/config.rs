@@ -52,6 +52,7 @@ const SETTINGS: &[&str] = &[
     "STRIPE_WEBHOOK_SECRET",
     "STRIPE_API_BASE",
     "STRIPE_WEBHOOK_TOLERANCE_SECS",
+    "VIREL_WEBHOOK_ALLOW_PRIVATE",
 ];
 
 /// Settings that may only come from the environment.
@@ -321,6 +322,7 @@ impl Config {
                 .positive("VIREL_MAX_OPEN_ITEMS_PER_OPERATOR", dd.max_open_items_per_operator)?,
             travel_buffer_minutes: s.num("VIREL_TRAVEL_BUFFER_MINUTES", dd.travel_buffer_minutes)?,
             availability_weeks: s.positive("VIREL_AVAILABILITY_WEEKS", dd.availability_weeks)?,
+            webhook_allow_private: s.flag("VIREL_WEBHOOK_ALLOW_PRIVATE")?,
         };
         if !(0..=24 * 60).contains(&domain.travel_buffer_minutes) {
             bail!("{} must be 0 to 1440 minutes", s.where_("VIREL_TRAVEL_BUFFER_MINUTES"));
@@ -569,6 +571,7 @@ mod tests {
             (&[("STRIPE_SECRET_KEY", "pk_test_x")], None, "STRIPE_SECRET_KEY"),
             (&[("STRIPE_API_BASE", "api.stripe.com")], None, "STRIPE_API_BASE"),
             (&[("STRIPE_WEBHOOK_TOLERANCE_SECS", "0")], None, "STRIPE_WEBHOOK_TOLERANCE_SECS"),
+            (&[("VIREL_WEBHOOK_ALLOW_PRIVATE", "perhaps")], None, "VIREL_WEBHOOK_ALLOW_PRIVATE"),
             (&[], Some("bnid = \"x\""), "unknown setting \"bnid\""),
             (&[], Some("bind = ["), "not valid TOML"),
         ];

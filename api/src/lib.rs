@@ -106,6 +106,8 @@ pub enum ApiTags {
     ActionCenter,
     /// Deposits, refunds and Stripe's webhooks.
     Payments,
+    /// Outgoing webhooks: subscribers and deliveries (OWNER).
+    Webhooks,
     /// Health and monitoring.
     System,
 }

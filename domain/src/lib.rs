@@ -21,6 +21,7 @@ pub mod settings;
 pub mod sla;
 pub mod store;
 pub mod validate;
+pub mod webhooks;
 
 pub use ctx::{Actor, Ctx};
 pub use error::{DomainError, DomainResult};

@@ -110,6 +110,7 @@ pub const EXCEPTION_TYPES: &[&str] = &[
     "notification_failed",
     "job_failed",
     "webhook_rejected",
+    "webhook_failed",
     "blocked_client",
     "safety_check_missed",
 ];

@@ -56,6 +56,12 @@ pub async fn claim(db: &Db, limit: i64) -> DomainResult<Batch> {
 }
 
 impl Batch {
+    /// The enabled webhook subscriptions, read in the batch's transaction (one query per
+    /// batch), for `kinds::for_event`.
+    pub async fn subscribers(&mut self) -> DomainResult<crate::webhooks::Subscribers> {
+        crate::webhooks::enabled_subscribers(&mut self.tx.conn()).await
+    }
+
     /// Marks every event of the batch dispatched, commits, and returns the changes for live
     /// views (already sent to this app's live channel).
     pub async fn commit(mut self) -> DomainResult<Vec<Change>> {

@@ -141,6 +141,7 @@ permissions! {
     SystemRead = "system:read",
     SystemManage = "system:manage",
     ActionCenterRead = "action_center:read",
+    WebhooksManage = "webhooks:manage",
 }
 
 /// Masks a phone number for callers without `clients:pii`: the country code and the last

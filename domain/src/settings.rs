@@ -14,6 +14,9 @@ pub struct Settings {
     pub travel_buffer_minutes: i64,
     /// How many weeks ahead the scheduler expands availability rules into slots.
     pub availability_weeks: i64,
+    /// `VIREL_WEBHOOK_ALLOW_PRIVATE`: outgoing webhooks may target loopback and private
+    /// addresses (tests, on-premises installs); the metadata address stays refused.
+    pub webhook_allow_private: bool,
 }
 
 impl Default for Settings {
@@ -24,6 +27,7 @@ impl Default for Settings {
             currencies: crate::validate::DEFAULT_CURRENCIES.iter().map(|c| c.to_string()).collect(),
             travel_buffer_minutes: 30,
             availability_weeks: 8,
+            webhook_allow_private: false,
         }
     }
 }

@@ -90,6 +90,13 @@ impl Db {
         &self.pool
     }
 
+    /// The same pool with other settings, for an app being set up (tests): the result shares
+    /// the pool but not the wake-up or the live channel, so call it before anything runs.
+    pub fn with_settings(self, settings: Settings) -> Db {
+        let shared = Arc::new(Shared { settings, wake: Notify::new(), live: broadcast::channel(4096).0 });
+        Db { pool: self.pool, shared }
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.shared.settings
     }

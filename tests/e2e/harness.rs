@@ -71,6 +71,9 @@ pub struct WorkerOptions {
     /// The payment provider and webhook secrets, for the API and the workers (disabled by
     /// default).
     pub payments: virel_domain::payments::Payments,
+    /// `VIREL_WEBHOOK_ALLOW_PRIVATE`: outgoing webhooks may target loopback and private
+    /// addresses (a subscriber on 127.0.0.1 in the test).
+    pub webhook_allow_private: bool,
 }
 
 impl Default for WorkerOptions {
@@ -82,6 +85,7 @@ impl Default for WorkerOptions {
             schedulers: 1,
             sweep_secs: 30,
             payments: virel_domain::payments::Payments::disabled(),
+            webhook_allow_private: false,
         }
     }
 }
@@ -214,6 +218,12 @@ impl TestApp {
     pub async fn start_full(engine: Engine, opts: WorkerOptions) -> TestApp {
         init_tracing();
         let (db, guard) = fresh_db(engine).await;
+        let db = if opts.webhook_allow_private {
+            let settings = virel_domain::settings::Settings { webhook_allow_private: true, ..db.settings().clone() };
+            db.with_settings(settings)
+        } else {
+            db
+        };
         virel_domain::automation::seed_defaults(&db).await.unwrap();
         let liveness = virel_workers::Liveness { heartbeat: std::time::Duration::from_secs(1), ..Default::default() };
         let (queues, redis_guard) = match (&guard.0, engine) {

@@ -29,3 +29,4 @@ mod security;
 mod sla_and_quick_actions;
 mod smoke;
 mod transitions;
+mod webhooks_out;

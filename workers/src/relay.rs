@@ -57,12 +57,13 @@ async fn relay_loop(rt: &Arc<Runtime>, stop: &mut watch::Receiver<bool>) {
 
 /// Moves one batch from the outbox to the queues.
 pub async fn relay_once(rt: &Runtime) -> virel_domain::DomainResult<usize> {
-    let batch = outbox::claim(&rt.db, BATCH).await?;
+    let mut batch = outbox::claim(&rt.db, BATCH).await?;
     if batch.events.is_empty() {
         return Ok(0);
     }
+    let subscribers = batch.subscribers().await?;
     let mut by_queue: std::collections::HashMap<Queue, Vec<Job>> = Default::default();
-    for job in batch.events.iter().flat_map(kinds::for_event) {
+    for job in batch.events.iter().flat_map(|e| kinds::for_event(e, &subscribers)) {
         by_queue.entry(job.queue).or_default().push(job);
     }
     for (queue, jobs) in by_queue {

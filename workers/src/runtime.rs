@@ -29,6 +29,7 @@ pub struct Runtime {
     registry: Registry,
     notifier: Arc<dyn Notifier>,
     payments: Payments,
+    webhooks: Arc<dyn virel_domain::webhooks::WebhookSender>,
     custom: Arc<HashMap<String, CustomHandler>>,
     counts: Mutex<HashMap<Queue, Counts>>,
 }
@@ -43,6 +44,7 @@ impl Runtime {
             registry: kinds::registry(),
             notifier: Arc::new(Channels::default()),
             payments: Payments::disabled(),
+            webhooks: Arc::new(crate::providers::webhooks::HttpWebhooks::default()),
             custom: Arc::new(HashMap::new()),
             counts: Mutex::new(HashMap::new()),
         }
@@ -61,6 +63,12 @@ impl Runtime {
     /// The payment provider the job handlers use (payments are disabled without one).
     pub fn with_payments(mut self, p: Payments) -> Runtime {
         self.payments = p;
+        self
+    }
+
+    /// The sender of outgoing webhooks (by default over HTTP with the address checks).
+    pub fn with_webhooks(mut self, w: Arc<dyn virel_domain::webhooks::WebhookSender>) -> Runtime {
+        self.webhooks = w;
         self
     }
 
@@ -90,6 +98,7 @@ impl Runtime {
             queues: self.port.clone(),
             notifier: self.notifier.clone(),
             payments: self.payments.clone(),
+            webhooks: self.webhooks.clone(),
             custom: self.custom.clone(),
             job_id: job.id,
             attempt: job.attempt,

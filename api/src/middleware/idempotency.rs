@@ -34,11 +34,13 @@ pub async fn idempotency<E: Endpoint + 'static>(next: E, mut req: Request) -> po
     let Some(key) = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string) else {
         return Ok(next.call(req).await?.into_response());
     };
-    // Auth answers hold live tokens: they are never stored (and a login is not a write
-    // one would replay anyway).
+    // Auth answers hold live tokens, and a webhook subscription's creation its signing
+    // secret (shown once): they are never stored (and a login is not a write one would
+    // replay anyway).
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         || !req.uri().path().starts_with("/api/v1/")
         || req.uri().path().starts_with("/api/v1/auth/")
+        || req.uri().path().trim_end_matches('/') == "/api/v1/webhooks/subscriptions"
     {
         return Ok(next.call(req).await?.into_response());
     }

@@ -16,6 +16,7 @@ mod sla;
 pub mod system;
 mod tasks;
 mod users;
+mod webhooks_out;
 
 use std::sync::Arc;
 
@@ -45,7 +46,12 @@ pub fn apis(state: Arc<AppState>) -> impl poem_openapi::OpenApi {
             system::Api { state: s() },
             health::Api { state: s() },
         ),
-        (action_center::Api { state: s() }, sla::Api { state: s() }, payments::Api { state: s() }),
+        (
+            action_center::Api { state: s() },
+            sla::Api { state: s() },
+            payments::Api { state: s() },
+            webhooks_out::Api { state: s() },
+        ),
         availability::Api { state: s() },
     )
 }

@@ -253,6 +253,8 @@ pub struct JobCx {
     pub notifier: Arc<dyn Notifier>,
     /// The payment provider (None: payments disabled).
     pub payments: crate::payments::Payments,
+    /// Sends outgoing webhooks (the workers' HTTP client).
+    pub webhooks: Arc<dyn crate::webhooks::WebhookSender>,
     pub custom: Arc<HashMap<String, CustomHandler>>,
     pub job_id: Uuid,
     /// Attempts made before this one.

@@ -25,18 +25,21 @@ pub fn registry() -> Registry {
         .register::<super::payments::StripeEvent>()
         .register::<super::payments::StripeRefund>()
         .register::<super::payments::StripeReconcile>()
-        .register::<super::availability::AvailabilityExpand>();
+        .register::<super::availability::AvailabilityExpand>()
+        .register::<super::webhooks::WebhookDelivery>();
     r
 }
 
-/// The jobs a committed event causes: its automation rules, and for a queued notification
-/// the send itself.
-pub fn for_event(e: &DomainEvent) -> Vec<Job> {
+/// The jobs a committed event causes: its automation rules, for a queued notification the
+/// send itself, the payment jobs, and one delivery per enabled webhook subscription that
+/// wants its type (`subscribers`, loaded once per relay batch).
+pub fn for_event(e: &DomainEvent, subscribers: &crate::webhooks::Subscribers) -> Vec<Job> {
     let mut jobs = vec![Job::new(&Event { event_id: e.id, event_type: e.kind.clone() })];
     if e.kind == "notification.queued" {
         jobs.push(Job::new(&SendNotification { notification_id: e.subject_id }));
     }
     jobs.extend(super::payments::for_event(e));
+    jobs.extend(super::webhooks::for_event(e, subscribers));
     jobs
 }
 

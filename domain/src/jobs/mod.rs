@@ -6,6 +6,7 @@ pub mod kind;
 pub mod kinds;
 mod ledger;
 pub mod payments;
+pub mod webhooks;
 
 pub use kind::{
     BoxFut, CustomHandler, Job, JobCx, JobError, JobKind, Notifier, Queue, QueueBackend, Registry, Retry, RetrySettings,

@@ -1,3 +1,4 @@
 //! Clients of outside services that the workers (and, through the domain's ports, the API) use.
 
 pub mod stripe;
+pub mod webhooks;
