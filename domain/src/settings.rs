@@ -8,10 +8,17 @@ pub struct Settings {
     pub timezone: String,
     /// Open items an operator may hold before round-robin assignment passes them over.
     pub max_open_items_per_operator: i64,
+    /// The order notifications fall back along when a channel is disabled or refuses
+    /// (`telegram`, `sms`, `email`; `telegram` is the bot of the recipient's audience).
+    pub notify_fallback: Vec<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { timezone: "Europe/London".into(), max_open_items_per_operator: 25 }
+        Settings {
+            timezone: "Europe/London".into(),
+            max_open_items_per_operator: 25,
+            notify_fallback: vec!["telegram".into(), "sms".into(), "email".into()],
+        }
     }
 }

@@ -10,6 +10,7 @@ mod health;
 mod inquiries;
 mod models;
 mod notes;
+pub mod notifications;
 mod sla;
 pub mod system;
 mod tasks;
@@ -43,7 +44,7 @@ pub fn apis(state: Arc<AppState>) -> impl poem_openapi::OpenApi {
             system::Api { state: s() },
             health::Api { state: s() },
         ),
-        (action_center::Api { state: s() }, sla::Api { state: s() }),
+        (action_center::Api { state: s() }, sla::Api { state: s() }, notifications::Api { state: s() }),
     )
 }
 

@@ -14,6 +14,7 @@ pub mod models;
 pub mod notes;
 pub mod notifications;
 pub mod tasks;
+pub mod templates;
 pub mod users;
 
 use serde::Deserialize;
