@@ -68,6 +68,11 @@ pub struct WorkerOptions {
     /// Schedulers to run (two prove the lease); the SLA sweep interval in seconds.
     pub schedulers: usize,
     pub sweep_secs: u32,
+    /// The notification channels the workers send through (every one disabled when None);
+    /// `/health` shows their state.
+    pub channels: Option<virel_workers::notify::Channels>,
+    /// Verifies Twilio's status callbacks at `/webhooks/twilio`.
+    pub twilio: Option<virel_api::TwilioHook>,
 }
 
 impl Default for WorkerOptions {
@@ -78,6 +83,8 @@ impl Default for WorkerOptions {
             scheduler: true,
             schedulers: 1,
             sweep_secs: 30,
+            channels: None,
+            twilio: None,
         }
     }
 }
@@ -208,6 +215,10 @@ impl TestApp {
             }
         };
         let mut rt = virel_workers::Runtime::new(db.clone(), queues.clone(), opts.retry.clone());
+        let channel_state = opts.channels.as_ref().map(|c| c.status());
+        if let Some(c) = opts.channels.clone() {
+            rt = rt.with_notifier(std::sync::Arc::new(c));
+        }
         for (name, h) in opts.handlers {
             rt = rt.with_handler(&name, h);
         }
@@ -229,7 +240,7 @@ impl TestApp {
             }));
         }
 
-        let mut app = Self::serve(engine, db, guard.0, Some(queues.clone())).await;
+        let mut app = Self::serve_with(engine, db, guard.0, Some(queues.clone()), channel_state, opts.twilio).await;
         app.queues = Some(queues);
         app.runtime = Some(rt);
         app.stop = Some(stop_tx);
@@ -256,7 +267,22 @@ impl TestApp {
     }
 
     async fn serve(engine: Engine, db: Db, guard: Guard, queues: Option<virel_workers::Queues>) -> TestApp {
+        Self::serve_with(engine, db, guard, queues, None, None).await
+    }
+
+    async fn serve_with(
+        engine: Engine,
+        db: Db,
+        guard: Guard,
+        queues: Option<virel_workers::Queues>,
+        channels: Option<Vec<virel_domain::commands::notifications::ChannelState>>,
+        twilio: Option<virel_api::TwilioHook>,
+    ) -> TestApp {
         let mut state = virel_api::AppState::new(db.clone(), b"test-secret-test-secret-test-secret!");
+        if let Some(c) = channels {
+            state.channels = c;
+        }
+        state.twilio = twilio;
         if let Some(q) = queues {
             state.live_redis = q.live_channel();
             state.queues = Some(std::sync::Arc::new(q));

@@ -16,6 +16,7 @@ mod browser;
 mod concurrency;
 mod domain_fixes;
 mod edge_security;
+mod notifications;
 mod scaled;
 mod security;
 mod sla_and_quick_actions;
