@@ -852,3 +852,47 @@ async fn sla_level_one_tells_the_assignee_and_a_missed_safety_check_the_manager_
     let mails = smtp.mails.lock().unwrap().clone();
     assert!(mails.iter().any(|m| m.to[0].contains("tommy@virel.com") && m.data.contains("URGENT")), "{mails:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_deposit_reminder_rule_delivers() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json")))
+        .respond_with(twilio_ok())
+        .mount(&twilio)
+        .await;
+    let mut o = opts(channels(None, None, Some(&twilio), None));
+    o.scheduler = true;
+    o.sweep_secs = 1;
+    let app = TestApp::start_full(Engine::Sqlite, o).await;
+    let admin = app.login("admin@virel.com").await;
+    // The shipped rule: a deposit_required booking gets the reminder two hours later.
+    let b = fixtures::booking(&app, &admin, 24 * 60).await;
+    let id = sid(&b);
+    app.ok(&admin, &format!("/bookings/{id}/status"), json!({"status": "pending"}), 200).await;
+    app.ok(&admin, &format!("/bookings/{id}/status"), json!({"status": "deposit_required"}), 200).await;
+    let scheduled = app
+        .eventually(10, || async {
+            (app.count("SELECT COUNT(*) AS n FROM automation_executions WHERE status = 'scheduled'").await >= 1)
+                .then_some(())
+        })
+        .await;
+    assert!(scheduled.is_some(), "the reminder is scheduled");
+    // Bring the due time forward instead of waiting two hours.
+    {
+        let mut h = app.db.acquire().await.unwrap();
+        virel_domain::q_exec!(
+            &mut h.conn(),
+            "UPDATE automation_executions SET run_at = $1 WHERE status = 'scheduled'",
+            virel_domain::now()
+        )
+        .unwrap();
+    }
+    let rows = settled(&app, &admin, &id, 30).await;
+    let reminder = rows.iter().find(|r| r["template"] == "deposit_reminder").expect("a deposit reminder").clone();
+    assert_eq!((reminder["channel"].as_str(), reminder["status"].as_str()), (Some("sms"), Some("sent")), "{rows:?}");
+    let got = twilio.received_requests().await.unwrap();
+    let form = url_form(&got[0].body);
+    assert!(form["Body"].contains("the deposit of 50.00 GBP"), "{form:?}");
+    assert!(form["Body"].starts_with("Hello Client "), "{form:?}");
+}

@@ -164,13 +164,19 @@ pub async fn queue_in(
 ) -> DomainResult<Vec<Notification>> {
     let p = &event.payload.0;
     let id = |k: &str| p.get(k).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
-    let deposit = p
-        .get("deposit")
-        .filter(|d| d.is_object())
-        .map(|d| format!("{} {}", d["amount"], d["currency"].as_str().unwrap_or("")));
-    let amount = p
-        .get("amount")
-        .map(|a| format!("{} {}", a, p.get("currency").and_then(Value::as_str).unwrap_or("")).trim().to_string());
+    // Money is carried in minor units: 5000 GBP is shown as "50.00 GBP".
+    let money = |amount: Option<&Value>, currency: Option<&Value>| {
+        let cur = currency.and_then(Value::as_str).unwrap_or("");
+        amount.and_then(Value::as_i64).map(|a| {
+            let sign = if a < 0 { "-" } else { "" };
+            format!("{sign}{}.{:02} {cur}", a.abs() / 100, a.abs() % 100).trim().to_string()
+        })
+    };
+    let deposit = p.get("deposit").and_then(|d| money(d.get("amount"), d.get("currency")));
+    let amount = match p.get("amount") {
+        Some(Value::Object(m)) => money(m.get("amount"), m.get("currency")),
+        a => money(a, p.get("currency")),
+    };
     let vars = json!({
         "start_at": p.get("start_at").cloned().unwrap_or(Value::Null),
         "end_at": p.get("end_at").cloned().unwrap_or(Value::Null),
