@@ -804,15 +804,27 @@ async fn sla_level_one_tells_the_assignee_and_a_missed_safety_check_the_manager_
     let app = TestApp::start_full(Engine::Sqlite, o).await;
     let admin = app.login("admin@virel.com").await;
     let lukas = app.user_id("lukas@virel.com").await;
-    {
-        let mut h = app.db.acquire().await.unwrap();
-        virel_domain::q_exec!(
-            &mut h.conn(),
-            "UPDATE users SET telegram = '777', preferred_channel = 'telegram' WHERE id = $1",
-            Uuid::parse_str(&lukas).unwrap()
+    // Lukas sets where he is reached; a bad number is refused.
+    let lukas_token = app.login("lukas@virel.com").await;
+    let path_ = format!("/users/{lukas}/contact");
+    let (s, b) = app
+        .send(reqwest::Method::PUT, Some(&lukas_token), &path_, Some(json!({"phone": "07700 900", "telegram": "777"})))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (s, b) = app
+        .send(
+            reqwest::Method::PUT,
+            Some(&lukas_token),
+            &path_,
+            Some(json!({"telegram": "777", "preferred_channel": "telegram"})),
         )
-        .unwrap();
-    }
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["email"], "lukas@virel.com");
+    let sasha = app.user_id("sasha@virel.com").await;
+    let (s, _) =
+        app.send(reqwest::Method::PUT, Some(&lukas_token), &format!("/users/{sasha}/contact"), Some(json!({}))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "not someone else's");
     // Overdue task assigned to Lukas: level 1 sends him a KESHA message.
     let task = app
         .ok(

@@ -16,6 +16,7 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
+use virel_domain::commands::contacts;
 use virel_domain::commands::notifications::{self, Filter};
 use virel_domain::commands::templates::{self, TemplateInput};
 
@@ -127,6 +128,36 @@ pub struct TemplateIn {
     pub bot: Option<String>,
 }
 
+/// Where a user or model is reached by notifications.
+#[derive(Object)]
+pub struct ContactFields {
+    /// E.164, `+447700900123` (SMS).
+    pub phone: Option<String>,
+    /// A model's email (a user's is their login, shown here, changed on the user).
+    pub email: Option<String>,
+    /// A Telegram chat id (digits) or `@handle`.
+    pub telegram: Option<String>,
+    /// telegram, sms or email.
+    pub preferred_channel: Option<String>,
+}
+
+impl From<contacts::Contact> for ContactFields {
+    fn from(c: contacts::Contact) -> Self {
+        ContactFields { phone: c.phone, email: c.email, telegram: c.telegram, preferred_channel: c.preferred_channel }
+    }
+}
+
+impl From<ContactFields> for contacts::Contact {
+    fn from(c: ContactFields) -> Self {
+        contacts::Contact {
+            phone: c.phone,
+            email: c.email,
+            telegram: c.telegram,
+            preferred_channel: c.preferred_channel,
+        }
+    }
+}
+
 #[derive(ApiResponse)]
 pub enum Deleted {
     #[oai(status = 204)]
@@ -222,6 +253,40 @@ impl Api {
     #[oai(path = "/notification-templates", method = "post")]
     async fn create(&self, auth: Auth, body: Json<TemplateIn>) -> ApiResult<Json<TemplateOut>> {
         self.save(auth, body).await
+    }
+
+    /// A user's contact fields (their own, or with `users:read`).
+    #[oai(path = "/users/:id/contact", method = "get")]
+    async fn user_contact(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<ContactFields>> {
+        Ok(Json(contacts::get(&self.state.db, &auth.0, "user", id.0).await?.into()))
+    }
+
+    /// Set a user's phone, Telegram chat and preferred channel (their own, or `users:manage`).
+    #[oai(path = "/users/:id/contact", method = "put")]
+    async fn set_user_contact(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+        body: Json<ContactFields>,
+    ) -> ApiResult<Json<ContactFields>> {
+        Ok(Json(contacts::set(&self.state.db, &auth.0, "user", id.0, body.0.into()).await?.into()))
+    }
+
+    /// A model's contact fields (`models:read`).
+    #[oai(path = "/models/:id/contact", method = "get")]
+    async fn model_contact(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<ContactFields>> {
+        Ok(Json(contacts::get(&self.state.db, &auth.0, "model", id.0).await?.into()))
+    }
+
+    /// Set a model's phone, email, Telegram and preferred channel (`models:write`).
+    #[oai(path = "/models/:id/contact", method = "put")]
+    async fn set_model_contact(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+        body: Json<ContactFields>,
+    ) -> ApiResult<Json<ContactFields>> {
+        Ok(Json(contacts::set(&self.state.db, &auth.0, "model", id.0, body.0.into()).await?.into()))
     }
 
     /// Remove a stored template; a shipped default of that name applies again.

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod bookings;
 pub mod clients;
+pub mod contacts;
 pub mod events;
 pub mod exceptions;
 pub mod inquiries;
