@@ -794,7 +794,7 @@ async fn resend_is_used_when_its_key_is_set_and_no_secret_is_in_a_response() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sla_level_one_tells_the_assignee_and_a_missed_safety_check_the_manager_on_duty() {
+async fn sla_level_one_tells_the_assignee_level_three_the_owner_and_a_missed_safety_check_the_manager_on_duty() {
     let tg = MockServer::start().await;
     Mock::given(method("POST")).and(path(format!("/bot{KESHA}/sendMessage"))).respond_with(tg_ok(5)).mount(&tg).await;
     let smtp = smtp_server("250 ok").await;
@@ -845,6 +845,40 @@ async fn sla_level_one_tells_the_assignee_and_a_missed_safety_check_the_manager_
     let body: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(body["chat_id"], "777");
     assert!(body["text"].as_str().unwrap().contains("Ring back"), "{body}");
+
+    // Level 3 tells the OWNER (by email: no Telegram or phone on file).
+    let (_, policies) = app.get(&admin, "/sla-policies").await;
+    let follow_up = policies
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "task" && p["item_type"] == "custom")
+        .cloned()
+        .or_else(|| {
+            policies.as_array().unwrap().iter().find(|p| p["kind"] == "task" && p["item_type"] == "*").cloned()
+        });
+    let pid = follow_up.unwrap()["id"].as_str().unwrap().to_string();
+    let (s, b) = app.patch(&admin, &format!("/sla-policies/{pid}"), json!({"escalation_secs": [0, 1, 2]})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let ladder = app
+        .ok(
+            &admin,
+            "/tasks",
+            json!({"type": "custom", "title": "Climbs the ladder", "assignee_id": lukas,
+                   "due_at": chrono::Utc::now() - chrono::Duration::seconds(1)}),
+            201,
+        )
+        .await;
+    let owner_told = app
+        .eventually(20, || async {
+            let rows = ledger(&app, &admin, &sid(&ladder)).await;
+            rows.iter().any(|r| r["channel"] == "email" && r["status"] == "sent").then_some(rows)
+        })
+        .await
+        .expect("the OWNER is told at level 3");
+    let owner = app.user_id("admin@virel.com").await;
+    assert!(owner_told.iter().any(|r| r["recipient_id"] == owner.as_str()), "{owner_told:?}");
+    assert!(owner_told.iter().all(|r| r["recipient"] != "OWNER" && r["recipient"] != "assignee"), "{owner_told:?}");
 
     // A missed safety check: the OPS_MANAGER on duty (Tommy, by email) at once.
     let b = fixtures::booking(&app, &admin, 3 * 24 * 60).await;
@@ -907,4 +941,33 @@ async fn the_deposit_reminder_rule_delivers() {
     let form = url_form(&got[0].body);
     assert!(form["Body"].contains("the deposit of 50.00 GBP"), "{form:?}");
     assert!(form["Body"].starts_with("Hello Client "), "{form:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_the_provider_already_accepted_is_never_sent_again() {
+    let tg = MockServer::start().await;
+    Mock::given(method("POST")).and(path(format!("/bot{DIVA}/sendMessage"))).respond_with(tg_ok(1)).mount(&tg).await;
+    let ch = channels(Some(&tg), None, None, None);
+    // No workers: the test plays the worker that crashed after the provider took the message.
+    let app = TestApp::start(Engine::Sqlite).await;
+    let admin = app.login("admin@virel.com").await;
+    let (_, b, t) = booking_task_for(
+        &app,
+        &admin,
+        json!({"name": format!("Ida {}", n()), "telegram": "@ida_client", "preferred_channel": "telegram"}),
+    )
+    .await;
+    let out = contact(&app, &admin, &t).await;
+    let id = Uuid::parse_str(out["notification_id"].as_str().unwrap()).unwrap();
+    use virel_domain::commands::notifications as ledger_cmd;
+    let ledger_cmd::Claim::Send(_) = ledger_cmd::claim(&app.db, id).await.unwrap() else { panic!("claimable") };
+    ledger_cmd::record_provider_id(&app.db, id, "@ida_client:1").await.unwrap();
+    // The retry finds the provider id and marks the row sent without a second request.
+    ch.send_one(&app.db, id).await.unwrap();
+    assert!(tg.received_requests().await.unwrap().is_empty(), "not sent twice");
+    let rows = ledger(&app, &admin, &b).await;
+    assert_eq!((rows[0]["status"].as_str(), rows[0]["provider_id"].as_str()), (Some("sent"), Some("@ida_client:1")));
+    // And a duplicate job for a sent message does nothing.
+    ch.send_one(&app.db, id).await.unwrap();
+    assert!(tg.received_requests().await.unwrap().is_empty());
 }
