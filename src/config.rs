@@ -38,6 +38,12 @@ const SETTINGS: &[&str] = &[
     "VIREL_MAX_OPEN_ITEMS_PER_OPERATOR",
     "VIREL_SLA_SWEEP_SECS",
     "VIREL_TIMEZONE",
+    "VIREL_CURRENCIES",
+    "VIREL_ADMIN_EMAIL",
+    "VIREL_ADMIN_PASSWORD",
+    "VIREL_DEMO_DATA",
+    "VIREL_TRAVEL_BUFFER_MINUTES",
+    "VIREL_AVAILABILITY_WEEKS",
     "VIREL_TRUST_PROXY",
     "VIREL_PUBLIC_URL",
     "VIREL_LOG_FORMAT",
@@ -56,11 +62,65 @@ const SETTINGS: &[&str] = &[
     "TWILIO_MESSAGING_SERVICE_SID",
     "TWILIO_API_BASE",
     "VIREL_NOTIFY_FALLBACK",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_API_BASE",
+    "STRIPE_WEBHOOK_TOLERANCE_SECS",
 ];
 
 /// Settings that may only come from the environment (SMTP_URL may hold a password).
-const SECRETS: &[&str] =
-    &["JWT_SECRET", "TELEGRAM_DIVA_TOKEN", "TELEGRAM_KESHA_TOKEN", "TWILIO_AUTH_TOKEN", "RESEND_API_KEY", "SMTP_URL"];
+const SECRETS: &[&str] = &[
+    "JWT_SECRET",
+    "VIREL_ADMIN_PASSWORD",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "TELEGRAM_DIVA_TOKEN",
+    "TELEGRAM_KESHA_TOKEN",
+    "TWILIO_AUTH_TOKEN",
+    "RESEND_API_KEY",
+    "SMTP_URL",
+];
+
+/// A secret setting: its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where the API listens when `VIREL_BIND` is not set: everywhere, or only on loopback while
+/// the demo data (with its known passwords) is served.
+pub const DEFAULT_BIND: &str = "0.0.0.0:3000";
+pub const DEFAULT_BIND_DEMO: &str = "127.0.0.1:3000";
+
+/// The shortest first-owner password accepted (`VIREL_ADMIN_PASSWORD`).
+pub const MIN_ADMIN_PASSWORD_CHARS: usize = 12;
+
+/// The first OWNER, created on a start that finds no user at all.
+#[derive(Clone, Debug)]
+pub struct FirstOwner {
+    pub email: String,
+    pub password: Secret,
+}
+
+/// Stripe (SPEC §9). Without a secret key payments are disabled; without a webhook secret the
+/// webhook endpoint answers 503.
+#[derive(Clone, Debug)]
+pub struct StripeConfig {
+    pub secret_key: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+    pub api_base: String,
+    pub webhook_tolerance_secs: i64,
+}
 
 fn toml_key(var: &str) -> String {
     var.strip_prefix("VIREL_").unwrap_or(var).to_ascii_lowercase()
@@ -82,7 +142,15 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of the queues' Redis keys, so deployments can share one Redis.
     pub queue_prefix: String,
+    /// `VIREL_BIND`, or the default for what is served (`bind_for`).
     pub bind: String,
+    /// Whether `VIREL_BIND` was set: only then is the demo data served beyond loopback.
+    pub bind_explicit: bool,
+    /// `VIREL_ADMIN_EMAIL` / `VIREL_ADMIN_PASSWORD`.
+    pub first_owner: Option<FirstOwner>,
+    /// `VIREL_DEMO_DATA`: write the demo data (demo users with known passwords) on start.
+    /// Default: on in the embedded mode when no first owner is configured, off otherwise.
+    pub demo_data: bool,
     pub data_dir: PathBuf,
     pub jwt_secret: Option<String>,
     pub db_max_connections: u32,
@@ -101,6 +169,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// This machine's name, in worker and scheduler names.
     pub host: String,
+    pub stripe: StripeConfig,
     /// The notification channels' providers and credentials.
     pub channels: ChannelsConfig,
 }
@@ -179,10 +248,15 @@ impl Source {
     }
 
     fn flag(&self, var: &str) -> anyhow::Result<bool> {
+        Ok(self.opt_flag(var)?.unwrap_or(false))
+    }
+
+    /// A flag, or None when it is not set at all.
+    fn opt_flag(&self, var: &str) -> anyhow::Result<Option<bool>> {
         match self.get(var).map(|v| v.to_ascii_lowercase()) {
-            None => Ok(false),
-            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
-            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+            None => Ok(None),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(Some(true)),
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(Some(false)),
             Some(v) => bail!("{} must be 1 or 0 (got {v:?})", self.where_(var)),
         }
     }
@@ -247,12 +321,56 @@ impl Config {
                 order
             }
         };
+        let currencies = match s.get("VIREL_CURRENCIES") {
+            None => dd.currencies,
+            Some(v) => virel_domain::validate::parse_currencies(&v).map_err(|e| {
+                anyhow::anyhow!("{} must be ISO 4217 codes such as GBP,EUR,USD: {e}", s.where_("VIREL_CURRENCIES"))
+            })?,
+        };
+        let first_owner = match (s.get("VIREL_ADMIN_EMAIL"), s.get("VIREL_ADMIN_PASSWORD")) {
+            (None, None) => None,
+            (Some(email), Some(password)) => {
+                let (local, domain) = email.split_once('@').unwrap_or_default();
+                if local.is_empty() || !domain.contains('.') || email.len() > 254 || email.contains(char::is_whitespace)
+                {
+                    bail!("{} must be an email address (got {email:?})", s.where_("VIREL_ADMIN_EMAIL"));
+                }
+                if password.chars().count() < MIN_ADMIN_PASSWORD_CHARS || password.len() > 256 {
+                    bail!("VIREL_ADMIN_PASSWORD must be {MIN_ADMIN_PASSWORD_CHARS} to 256 characters");
+                }
+                Some(FirstOwner { email: email.to_lowercase(), password: Secret(password) })
+            }
+            (Some(_), None) => bail!("VIREL_ADMIN_EMAIL is set: set VIREL_ADMIN_PASSWORD in the environment too"),
+            (None, Some(_)) => bail!("VIREL_ADMIN_PASSWORD is set: set VIREL_ADMIN_EMAIL too"),
+        };
+        let embedded = s.get("DATABASE_URL").is_none();
+        let demo_data = match s.opt_flag("VIREL_DEMO_DATA")? {
+            Some(true) if first_owner.is_some() => bail!(
+                "{} is on, but a first owner is configured (VIREL_ADMIN_EMAIL): the demo data has demo users \
+                 with known passwords; turn one of them off",
+                s.where_("VIREL_DEMO_DATA")
+            ),
+            Some(on) => on,
+            None => embedded && first_owner.is_none(),
+        };
+        let bind_explicit = s.get("VIREL_BIND").is_some();
+        let bind =
+            s.get("VIREL_BIND").unwrap_or_else(|| if demo_data { DEFAULT_BIND_DEMO } else { DEFAULT_BIND }.into());
         let domain = virel_domain::settings::Settings {
+            currencies,
             timezone,
             max_open_items_per_operator: s
                 .positive("VIREL_MAX_OPEN_ITEMS_PER_OPERATOR", dd.max_open_items_per_operator)?,
+            travel_buffer_minutes: s.num("VIREL_TRAVEL_BUFFER_MINUTES", dd.travel_buffer_minutes)?,
+            availability_weeks: s.positive("VIREL_AVAILABILITY_WEEKS", dd.availability_weeks)?,
             notify_fallback,
         };
+        if !(0..=24 * 60).contains(&domain.travel_buffer_minutes) {
+            bail!("{} must be 0 to 1440 minutes", s.where_("VIREL_TRAVEL_BUFFER_MINUTES"));
+        }
+        if domain.availability_weeks > 104 {
+            bail!("{} must be 1 to 104 weeks", s.where_("VIREL_AVAILABILITY_WEEKS"));
+        }
         let base = |var: &str| -> anyhow::Result<Option<String>> {
             match s.get(var) {
                 Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
@@ -278,11 +396,34 @@ impl Config {
         {
             bail!("{} must start with http:// or https:// (got {u:?})", s.where_("VIREL_PUBLIC_URL"));
         }
+        let stripe_key = s.get("STRIPE_SECRET_KEY");
+        if let Some(k) = &stripe_key
+            && !(k.starts_with("sk_") || k.starts_with("rk_"))
+        {
+            bail!("STRIPE_SECRET_KEY must be a secret or restricted key (sk_... or rk_...), not a publishable one");
+        }
+        let api_base = s
+            .get("STRIPE_API_BASE")
+            .unwrap_or_else(|| "https://api.stripe.com".into())
+            .trim_end_matches('/')
+            .to_string();
+        if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+            bail!("{} must start with https:// or http:// (got {api_base:?})", s.where_("STRIPE_API_BASE"));
+        }
+        let stripe = StripeConfig {
+            secret_key: stripe_key.map(Secret),
+            webhook_secret: s.get("STRIPE_WEBHOOK_SECRET").map(Secret),
+            api_base,
+            webhook_tolerance_secs: s.positive("STRIPE_WEBHOOK_TOLERANCE_SECS", 300)?,
+        };
         Ok(Config {
             database_url: s.get("DATABASE_URL"),
             redis_url: s.get("REDIS_URL"),
             queue_prefix: s.get("VIREL_QUEUE_PREFIX").unwrap_or_else(|| "virel".into()),
-            bind: s.get("VIREL_BIND").unwrap_or_else(|| "0.0.0.0:3000".into()),
+            bind,
+            bind_explicit,
+            first_owner,
+            demo_data,
             data_dir: PathBuf::from(s.get("VIREL_DATA_DIR").unwrap_or_else(|| "./data".into())),
             jwt_secret: s.get("JWT_SECRET"),
             db_max_connections: s.positive("VIREL_DB_MAX_CONNECTIONS", 10)?,
@@ -296,6 +437,7 @@ impl Config {
             log_filter: s.get("RUST_LOG").unwrap_or_else(|| "info,sqlx=warn,poem=warn".into()),
             log_format,
             host: s.get("HOSTNAME").unwrap_or_else(|| "virel".into()),
+            stripe,
             channels: ChannelsConfig {
                 telegram_api_base: base("TELEGRAM_API_BASE")?,
                 telegram_diva_token: s.get("TELEGRAM_DIVA_TOKEN"),
@@ -312,6 +454,17 @@ impl Config {
                 twilio_status_callback: public_url.as_ref().map(|u| format!("{u}/api/v1/webhooks/twilio")),
             },
         })
+    }
+
+    /// Where the API listens: `VIREL_BIND` when set; otherwise loopback only while demo users
+    /// with their known password can log in (`serving_demo`, found in the database: a data
+    /// dir seeded earlier counts too), everywhere else.
+    pub fn bind_for(&self, serving_demo: bool) -> String {
+        match (self.bind_explicit, serving_demo) {
+            (true, _) => self.bind.clone(),
+            (false, true) => DEFAULT_BIND_DEMO.into(),
+            (false, false) => DEFAULT_BIND.into(),
+        }
     }
 
     /// Embedded mode: no DATABASE_URL, so one SQLite file in the data dir holds everything.
@@ -373,6 +526,24 @@ impl Config {
             .twilio_auth_token
             .as_ref()
             .map(|t| virel_api::TwilioHook { auth_token: t.clone(), url: self.channels.twilio_status_callback.clone() })
+    }
+
+    /// Payments: the Stripe client when a secret key is set (else disabled), and the webhook
+    /// secrets (one, or several separated by commas while one rolls).
+    pub fn payments(&self) -> anyhow::Result<virel_domain::payments::Payments> {
+        let provider = match &self.stripe.secret_key {
+            Some(k) => Some(std::sync::Arc::new(virel_workers::providers::stripe::StripeClient::new(
+                k.expose(),
+                &self.stripe.api_base,
+            )?) as std::sync::Arc<dyn virel_domain::payments::PaymentProvider>),
+            None => None,
+        };
+        let webhook = self
+            .stripe
+            .webhook_secret
+            .as_ref()
+            .map(|w| virel_domain::payments::WebhookSecrets::new(w.expose(), self.stripe.webhook_tolerance_secs));
+        Ok(virel_domain::payments::Payments { provider, webhook })
     }
 
     pub fn scheduler(&self) -> virel_scheduler::SchedulerConfig {
@@ -437,12 +608,17 @@ mod tests {
     fn defaults_without_any_source() {
         let c = Config::from_sources(HashMap::new(), None).unwrap();
         assert!(c.embedded());
-        assert_eq!(c.bind, "0.0.0.0:3000");
+        assert_eq!(c.bind, "127.0.0.1:3000", "the embedded demo listens on loopback only");
+        assert!(c.demo_data);
+        assert!(!c.bind_explicit);
+        assert_eq!(c.domain.currencies, ["GBP", "EUR", "USD"]);
         assert_eq!(c.concurrency[&Queue::Ops], 16);
         assert_eq!(c.retry.attempts_default, 5);
         assert_eq!(c.retry.attempts_notification, 3);
         assert_eq!(c.liveness.poll, Duration::from_millis(25));
         assert_eq!(c.domain.timezone, "Europe/London");
+        assert_eq!(c.domain.travel_buffer_minutes, 30);
+        assert_eq!(c.domain.availability_weeks, 8);
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(!c.trust_proxy);
     }
@@ -467,8 +643,17 @@ mod tests {
             (&[("VIREL_TIMEZONE", "Mars/Olympus")], None, "VIREL_TIMEZONE"),
             (&[("VIREL_LOG_FORMAT", "xml")], None, "VIREL_LOG_FORMAT"),
             (&[("VIREL_TRUST_PROXY", "maybe")], None, "VIREL_TRUST_PROXY"),
+            (&[("VIREL_TRAVEL_BUFFER_MINUTES", "-5")], None, "VIREL_TRAVEL_BUFFER_MINUTES"),
+            (&[("VIREL_TRAVEL_BUFFER_MINUTES", "2000")], None, "VIREL_TRAVEL_BUFFER_MINUTES"),
+            (&[("VIREL_AVAILABILITY_WEEKS", "0")], None, "VIREL_AVAILABILITY_WEEKS"),
+            (&[("VIREL_AVAILABILITY_WEEKS", "500")], None, "VIREL_AVAILABILITY_WEEKS"),
             (&[], Some("concurrency_ops = \"x\""), "concurrency_ops in virel.toml"),
             (&[], Some("jwt_secret = \"0123456789abcdef0123456789abcdef\""), "JWT_SECRET in the environment"),
+            (&[], Some("stripe_secret_key = \"sk_test_x\""), "STRIPE_SECRET_KEY in the environment"),
+            (&[], Some("stripe_webhook_secret = \"whsec_x\""), "STRIPE_WEBHOOK_SECRET in the environment"),
+            (&[("STRIPE_SECRET_KEY", "pk_test_x")], None, "STRIPE_SECRET_KEY"),
+            (&[("STRIPE_API_BASE", "api.stripe.com")], None, "STRIPE_API_BASE"),
+            (&[("STRIPE_WEBHOOK_TOLERANCE_SECS", "0")], None, "STRIPE_WEBHOOK_TOLERANCE_SECS"),
             (&[], Some("bnid = \"x\""), "unknown setting \"bnid\""),
             (&[], Some("bind = ["), "not valid TOML"),
         ];
@@ -488,6 +673,28 @@ mod tests {
         let c = Config::from_sources(env(&[("VIREL_PUBLIC_URL", "http://localhost:3000")]), None).unwrap();
         assert!(!c.api().secure_cookies);
         assert!(Config::from_sources(env(&[("VIREL_PUBLIC_URL", "ops.example.com")]), None).is_err());
+    }
+
+    #[test]
+    fn payments_are_disabled_without_a_key_and_secrets_never_print() {
+        let c = Config::from_sources(HashMap::new(), None).unwrap();
+        assert!(!c.payments().unwrap().enabled());
+        assert_eq!(c.stripe.api_base, "https://api.stripe.com");
+        assert_eq!(c.stripe.webhook_tolerance_secs, 300);
+        let c = Config::from_sources(
+            env(&[
+                ("STRIPE_SECRET_KEY", "sk_test_supersecret"),
+                ("STRIPE_WEBHOOK_SECRET", "whsec_supersecret"),
+                ("STRIPE_API_BASE", "http://127.0.0.1:9/"),
+            ]),
+            None,
+        )
+        .unwrap();
+        let p = c.payments().unwrap();
+        assert!(p.enabled() && p.webhook.is_some());
+        assert_eq!(c.stripe.api_base, "http://127.0.0.1:9");
+        let shown = format!("{c:?} {p:?}");
+        assert!(!shown.contains("supersecret"), "{shown}");
     }
 
     #[test]
@@ -518,6 +725,53 @@ mod tests {
         }
         let err = Config::from_sources(env(&[("SMTP_URL", "mail://user:hunter2@h")]), None).unwrap_err();
         assert!(!format!("{err:#}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_first_owner_replaces_the_demo_data_and_its_loopback_bind() {
+        let owner = [("VIREL_ADMIN_EMAIL", "Owner@Agency.example"), ("VIREL_ADMIN_PASSWORD", "a long secret pass")];
+        let c = Config::from_sources(env(&owner), None).unwrap();
+        assert!(!c.demo_data, "no demo users beside a configured owner");
+        assert_eq!(c.bind, "0.0.0.0:3000");
+        assert_eq!(c.first_owner.as_ref().unwrap().email, "owner@agency.example");
+        assert!(!format!("{c:?}").contains("a long secret pass"), "the password is not in Debug");
+        // Explicit choices win; PostgreSQL deployments get no demo data by default.
+        let c = Config::from_sources(env(&[("VIREL_BIND", "0.0.0.0:8080")]), None).unwrap();
+        assert!(c.demo_data && c.bind_explicit);
+        assert_eq!(c.bind_for(true), "0.0.0.0:8080");
+        let c = Config::from_sources(env(&[("DATABASE_URL", "postgres://x/y")]), None).unwrap();
+        assert!(!c.demo_data);
+        assert_eq!(c.bind_for(true), "127.0.0.1:3000", "demo users found in the database keep it on loopback");
+        assert_eq!(c.bind_for(false), "0.0.0.0:3000");
+        let c = Config::from_sources(env(&[("VIREL_DEMO_DATA", "0")]), None).unwrap();
+        assert!(!c.demo_data);
+        assert_eq!(c.bind, "0.0.0.0:3000");
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a str);
+        let cases: &[Case] = &[
+            (&[("VIREL_ADMIN_EMAIL", "owner@agency.example")], None, "VIREL_ADMIN_PASSWORD"),
+            (&[("VIREL_ADMIN_PASSWORD", "a long secret pass")], None, "VIREL_ADMIN_EMAIL"),
+            (&[("VIREL_ADMIN_EMAIL", "owner@agency.example"), ("VIREL_ADMIN_PASSWORD", "short")], None, "12"),
+            (&[("VIREL_ADMIN_EMAIL", "not-an-email"), ("VIREL_ADMIN_PASSWORD", "a long secret pass")], None, "email"),
+            (
+                &[
+                    ("VIREL_ADMIN_EMAIL", "owner@agency.example"),
+                    ("VIREL_ADMIN_PASSWORD", "a long secret pass"),
+                    ("VIREL_DEMO_DATA", "1"),
+                ],
+                None,
+                "VIREL_DEMO_DATA",
+            ),
+            (&[], Some("admin_password = \"a long secret pass\""), "VIREL_ADMIN_PASSWORD in the environment"),
+            (&[("VIREL_CURRENCIES", "GBP,XXX")], None, "VIREL_CURRENCIES"),
+        ];
+        for (vars, file, needle) in cases {
+            let err = Config::from_sources(env(vars), file.map(|f| ("virel.toml".into(), f))).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(needle), "{vars:?} {file:?}: {msg}");
+            assert!(!msg.contains("a long secret pass"), "{msg}");
+        }
+        let c = Config::from_sources(env(&[("VIREL_CURRENCIES", "gbp,chf")]), None).unwrap();
+        assert_eq!(c.domain.currencies, ["GBP", "CHF"]);
     }
 
     #[test]

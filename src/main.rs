@@ -59,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
             virel_domain::seed::sync_policy(&db).await?;
             virel_domain::automation::seed_defaults(&db).await?;
             tracing::info!(engine = db.engine(), "migrations applied");
+            first_owner(&cfg, &db).await?;
             Ok(())
         }
         Command::Seed => {
@@ -103,13 +104,22 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
     if cfg.embedded() {
         db.migrate().await?;
         virel_domain::automation::seed_defaults(&db).await?;
-        if virel_domain::seed::seed_demo(&db).await? {
-            tracing::info!("demo data written (first start)");
-        }
     }
+    first_owner(&cfg, &db).await?;
+    if cfg.demo_data && virel_domain::seed::seed_demo(&db).await? {
+        tracing::info!("demo data written (first start)");
+    }
+    // Demo accounts with their known password, whether just written or from an earlier start,
+    // are served on loopback only unless VIREL_BIND says otherwise.
+    let serving_demo = virel_domain::seed::demo_login_active(&db).await?;
+    let bind = cfg.bind_for(serving_demo);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let wcfg = cfg.workers(workers.as_deref().unwrap_or_default())?;
+    let payments = cfg.payments()?;
+    if !payments.enabled() {
+        tracing::info!("payments disabled: STRIPE_SECRET_KEY is not set");
+    }
     // The API serves without the queues (writes wait in the outbox); workers and the
     // scheduler wait for them.
     let queues = if workers.is_none() && !scheduler {
@@ -140,6 +150,7 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
     if let (Some(_), Some(queues)) = (&workers, &queues) {
         let rt = Arc::new(
             virel_workers::Runtime::new(db.clone(), queues.clone(), wcfg.retry.clone())
+                .with_payments(payments.clone())
                 .with_notifier(Arc::new(channels.clone())),
         );
         let stop = stop_rx.clone();
@@ -154,20 +165,28 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
         state.live_redis = queues.as_ref().and_then(|q| q.live_channel());
         state.queues = queues.clone().map(|q| Arc::new(q) as Arc<dyn virel_domain::jobs::QueueBackend>);
         state.settings = cfg.api();
+        state.payments = payments.clone();
         state.channels = channels.status();
         state.twilio = cfg.twilio_hook();
 
         let state = state.shared();
 
-        let listener = poem::listener::TcpListener::bind(cfg.bind.clone());
+        let listener = poem::listener::TcpListener::bind(bind.clone());
         let mut stop = stop_rx.clone();
-        let bind = cfg.bind.clone();
-        let embedded = cfg.embedded();
+        if serving_demo && cfg.bind_explicit && !is_loopback(&bind) {
+            tracing::warn!(
+                "the demo accounts (known passwords) are served on {bind}, beyond this machine: \
+                 set VIREL_ADMIN_EMAIL / VIREL_ADMIN_PASSWORD for a real deployment"
+            );
+        }
+        if !virel_domain::seed::any_user(&db).await? {
+            tracing::warn!("no user exists: set VIREL_ADMIN_EMAIL and VIREL_ADMIN_PASSWORD to create the first owner");
+        }
         tasks.spawn(async move {
             let port = bind.rsplit(':').next().unwrap_or("3000").to_string();
             tracing::info!("Virel API on {bind}: open http://localhost:{port}/docs");
-            if embedded {
-                tracing::info!("log in with admin@virel.com / password123 (demo data): POST /api/v1/auth/login");
+            if serving_demo {
+                tracing::info!("demo data: log in as admin@virel.com with the demo password from the README");
             }
             poem::Server::new(listener)
                 .run_with_graceful_shutdown(
@@ -195,6 +214,22 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
     }
     db.close().await;
     Ok(())
+}
+
+/// Creates the first OWNER from VIREL_ADMIN_EMAIL / VIREL_ADMIN_PASSWORD when no user exists.
+async fn first_owner(cfg: &Config, db: &Db) -> anyhow::Result<()> {
+    if let Some(o) = &cfg.first_owner
+        && virel_domain::seed::ensure_owner(db, &o.email, &o.password.0).await?
+    {
+        tracing::info!(email = %o.email, "first owner created (VIREL_ADMIN_EMAIL)");
+    }
+    Ok(())
+}
+
+/// `127.0.0.1:3000`, `[::1]:3000`, `localhost:3000`.
+fn is_loopback(bind: &str) -> bool {
+    let host = bind.rsplit_once(':').map_or(bind, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The queues: Redis when `REDIS_URL` is set, else a SQLite file of their own in the data dir.

@@ -14,7 +14,11 @@ use virel_domain::rows;
 /// Integer minor units and an ISO 4217 currency: `{"amount": 25000, "currency": "GBP"}`.
 #[derive(Object, Clone, Debug)]
 pub struct Money {
+    /// Minor units, 0 to 100,000,000.
+    #[oai(validator(minimum(value = "0"), maximum(value = "100000000")))]
     pub amount: i64,
+    /// An ISO 4217 code the agency accepts (`VIREL_CURRENCIES`, default GBP, EUR, USD).
+    #[oai(validator(max_length = 3))]
     pub currency: String,
 }
 

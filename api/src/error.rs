@@ -8,9 +8,11 @@ use virel_domain::DomainError;
 
 #[derive(Object, Debug, Clone, serde::Serialize)]
 pub struct ErrorInfo {
-    /// Stable machine-readable code: invalid_transition, booking_overlap, version_conflict,
+    /// Stable machine-readable code: invalid_transition, booking_overlap, model_unavailable,
+    /// version_conflict,
     /// duplicate, validation_failed, guard_failed, not_found, forbidden, unauthorized,
-    /// bad_request, payload_too_large, too_many_requests, service_unavailable, internal.
+    /// bad_request, payload_too_large, too_many_requests, payment_provider_error, service_unavailable,
+    /// internal.
     pub code: String,
     pub message: String,
     pub details: Value,
@@ -40,8 +42,8 @@ pub enum ApiError {
     Forbidden(Json<ErrorBody>),
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
-    /// invalid_transition (with the allowed targets), booking_overlap, version_conflict,
-    /// duplicate, guard_failed.
+    /// invalid_transition (with the allowed targets), booking_overlap, model_unavailable (with
+    /// the nearest free windows), version_conflict, duplicate, guard_failed.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
     /// Well-formed but invalid input.
@@ -51,6 +53,9 @@ pub enum ApiError {
     TooManyRequests(Json<ErrorBody>),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The payment provider refused the request; nothing was changed.
+    #[oai(status = 502)]
+    BadGateway(Json<ErrorBody>),
     /// A dependency is down; the write did not happen.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -76,12 +81,14 @@ pub fn status_of(e: &DomainError) -> StatusCode {
         DomainError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         DomainError::InvalidTransition { .. }
         | DomainError::BookingOverlap { .. }
+        | DomainError::ModelUnavailable { .. }
         | DomainError::VersionConflict { .. }
         | DomainError::Duplicate(_)
         | DomainError::GuardFailed { .. } => StatusCode::CONFLICT,
-        DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        DomainError::Invalid(_) | DomainError::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         DomainError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         DomainError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DomainError::Provider { .. } => StatusCode::BAD_GATEWAY,
         DomainError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -105,6 +112,7 @@ impl From<DomainError> for ApiError {
             StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(body),
             StatusCode::TOO_MANY_REQUESTS => ApiError::TooManyRequests(body),
             StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(body),
+            StatusCode::BAD_GATEWAY => ApiError::BadGateway(body),
             _ => ApiError::Internal(body),
         }
     }
@@ -117,6 +125,16 @@ pub async fn render_error(err: poem::Error) -> Response {
         return json_response(
             StatusCode::UNAUTHORIZED,
             ErrorBody::new("unauthorized", "a valid bearer token is required", Value::Object(Default::default())),
+        );
+    }
+    // A bound the OpenAPI document declares (`maxLength`, ...) that the body broke: well-formed
+    // but invalid, 422 naming the field, as the domain answers for the same bound.
+    if let Some(p) = err.downcast_ref::<poem_openapi::error::ParseRequestPayloadError>()
+        && let Some((field, message)) = broken_bound(&p.reason)
+    {
+        return json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorBody::new("validation_failed", message, serde_json::json!({"field": field})),
         );
     }
     let status = err.status();
@@ -147,9 +165,41 @@ pub async fn render_error(err: poem::Error) -> Response {
     json_response(status, ErrorBody::new(code, message, Value::Object(Default::default())))
 }
 
+/// poem-openapi's validator failure (`field `name` verification failed. maxLength(200)`) as a
+/// field and a message; None for any other parse error.
+fn broken_bound(reason: &str) -> Option<(String, String)> {
+    let (_, rest) = reason.split_once("field `")?;
+    let (field, rest) = rest.split_once("` verification failed. ")?;
+    let bound = rest.split_whitespace().next().unwrap_or_default().trim_end_matches(['.', ')', ',']);
+    let message = match bound.split_once('(') {
+        Some(("maxLength", n)) => format!("{field} must be at most {n} characters"),
+        Some(("maxItems", n)) => format!("{field} must have at most {n} items"),
+        Some(("minLength", n)) => format!("{field} must be at least {n} characters"),
+        Some(("maximum", n)) => format!("{field} must be at most {n}"),
+        Some(("minimum", n)) => format!("{field} must be at least {n}"),
+        _ => format!("{field} is out of bounds ({bound})"),
+    };
+    Some((field.to_string(), message))
+}
+
 pub fn json_response(status: StatusCode, body: ErrorBody) -> Response {
     Response::builder()
         .status(status)
         .content_type("application/json; charset=utf-8")
         .body(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn validator_failures_name_the_field() {
+        let r = r#"failed to parse "CreateClient": field `name` verification failed. maxLength(200)"#;
+        assert_eq!(
+            super::broken_bound(r),
+            Some(("name".to_string(), "name must be at most 200 characters".to_string()))
+        );
+        let nested = format!(r#"{r} (occurred while parsing "CreateInquiry")"#);
+        assert_eq!(super::broken_bound(&nested).unwrap().1, "name must be at most 200 characters");
+        assert_eq!(super::broken_bound("expected value at line 1 column 1"), None);
+    }
 }

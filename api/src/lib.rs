@@ -50,6 +50,8 @@ pub struct AppState {
     /// The Redis URL and channel on which other processes announce changes (scaled mode).
     pub live_redis: Option<(String, String)>,
     pub settings: ApiSettings,
+    /// The payment provider and webhook secrets (payments disabled without a provider).
+    pub payments: virel_domain::payments::Payments,
     /// The notification channels as `/health` shows them (all disabled unless the binary
     /// says otherwise).
     pub channels: Vec<virel_domain::commands::notifications::ChannelState>,
@@ -83,6 +85,7 @@ impl AppState {
             settings: ApiSettings::default(),
             channels: virel_domain::commands::notifications::all_disabled(),
             twilio: None,
+            payments: virel_domain::payments::Payments::disabled(),
         }
     }
 
@@ -122,6 +125,8 @@ pub enum ApiTags {
     Automation,
     /// The operator's single screen: open items, quick actions, live updates, SLA policies.
     ActionCenter,
+    /// Deposits, refunds and Stripe's webhooks.
+    Payments,
     /// Health and monitoring.
     System,
 }
@@ -152,6 +157,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         )
         .at("/api/v1/ws", get(resources::action_center::ws))
         .at("/api/v1/webhooks/twilio", post(resources::notifications::twilio_webhook))
+        .at("/api/v1/webhooks/stripe", post(resources::payments::stripe_webhook))
         .nest("/api/v1", service)
         .nest("/docs", docs)
         .at("/", make_sync(|_| Response::builder().status(StatusCode::FOUND).header("location", "/docs").finish()))
@@ -162,6 +168,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         .at("/admin/queues", get(admin::queues::page).around(admin::page_guard))
         .at("/admin/action-center", get(admin::action_center::page).around(admin::page_guard))
         .at("/admin/queues/:queue/jobs/:id/retry", post(admin::queues::retry).around(admin::page_guard))
+        .around(middleware::input_guard::input_guard)
         .around(middleware::idempotency::idempotency)
         .data(state)
         .around(middleware::body_limit::body_limit)

@@ -455,7 +455,6 @@ pub async fn confirm(db: &Db, ctx: &Ctx, kind: &str, id: Uuid) -> DomainResult<I
     let booking = bookings::load(&mut tx.conn(), booking_id).await?;
     // Only up to confirmed: starting or completing a booking is never a Confirm.
     let next = match booking.status.as_str() {
-        "draft" => "pending",
         "pending" => "deposit_required",
         "deposit_required" => "confirmed",
         other => {

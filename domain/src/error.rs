@@ -14,6 +14,10 @@ pub enum DomainError {
     InvalidTransition { entity: &'static str, from: String, to: String, allowed: Vec<&'static str> },
     #[error("the model already has a booking at that time")]
     BookingOverlap { conflicting_booking_id: uuid::Uuid },
+    /// The model is not free for the time (outside her availability, blocked, or within the
+    /// travel buffer of another booking); `details` holds the nearest free windows.
+    #[error("{message}")]
+    ModelUnavailable { message: String, details: Value },
     #[error("the {entity} was changed by someone else; reload and try again")]
     VersionConflict { entity: &'static str, current_version: Option<i64> },
     #[error("{0}")]
@@ -21,6 +25,9 @@ pub enum DomainError {
     /// Well-formed but invalid input.
     #[error("{0}")]
     Invalid(String),
+    /// Well-formed but invalid input in one named field (`details.field`).
+    #[error("{message}")]
+    InvalidField { field: String, message: String },
     /// A state machine guard refused an otherwise allowed transition.
     #[error("{message}")]
     GuardFailed { guard: &'static str, message: String },
@@ -29,6 +36,9 @@ pub enum DomainError {
     /// A dependency is down; nothing was written.
     #[error("{0}")]
     Unavailable(String),
+    /// The payment provider refused the request (a 4xx from Stripe); nothing was written.
+    #[error("the payment provider refused the request: {message}")]
+    Provider { message: String, code: Option<String> },
     #[error("internal error")]
     Internal(String),
 }
@@ -50,12 +60,14 @@ impl DomainError {
             DomainError::Unauthorized(_) => "unauthorized",
             DomainError::InvalidTransition { .. } => "invalid_transition",
             DomainError::BookingOverlap { .. } => "booking_overlap",
+            DomainError::ModelUnavailable { .. } => "model_unavailable",
             DomainError::VersionConflict { .. } => "version_conflict",
             DomainError::Duplicate(_) => "duplicate",
-            DomainError::Invalid(_) => "validation_failed",
+            DomainError::Invalid(_) | DomainError::InvalidField { .. } => "validation_failed",
             DomainError::GuardFailed { .. } => "guard_failed",
             DomainError::TooManyRequests { .. } => "too_many_requests",
             DomainError::Unavailable(_) => "service_unavailable",
+            DomainError::Provider { .. } => "payment_provider_error",
             DomainError::Internal(_) => "internal",
         }
     }
@@ -69,11 +81,14 @@ impl DomainError {
             DomainError::BookingOverlap { conflicting_booking_id } => {
                 json!({"conflicting_booking_id": conflicting_booking_id})
             }
+            DomainError::ModelUnavailable { details, .. } => details.clone(),
             DomainError::VersionConflict { current_version, .. } => {
                 json!({"current_version": current_version})
             }
             DomainError::Forbidden { permission } => json!({"permission": permission}),
+            DomainError::InvalidField { field, .. } => json!({"field": field}),
             DomainError::GuardFailed { guard, .. } => json!({"guard": guard}),
+            DomainError::Provider { code, .. } => json!({"provider_code": code}),
             DomainError::TooManyRequests { retry_after_secs } => {
                 json!({"retry_after_secs": retry_after_secs})
             }

@@ -4,19 +4,23 @@
 
 pub mod action_center;
 pub mod automation;
+pub mod availability;
 pub mod commands;
 pub mod ctx;
 pub mod error;
 pub mod idempotency;
 pub mod jobs;
 pub mod machine;
+pub mod matching;
 pub mod outbox;
+pub mod payments;
 pub mod policy;
 pub mod rows;
 pub mod seed;
 pub mod settings;
 pub mod sla;
 pub mod store;
+pub mod validate;
 
 pub use ctx::{Actor, Ctx};
 pub use error::{DomainError, DomainResult};

@@ -77,7 +77,7 @@ impl Role {
                 ModelsRead,
                 NotesWrite,
             ],
-            Role::ContentManager => &[ModelsRead, ModelsWrite, ModelsMedia],
+            Role::ContentManager => &[ModelsRead, ModelsWrite, ModelsMedia, ModelsAvailability],
             // Tasks: finance works the refund reviews assigned to it.
             Role::Finance => &[
                 PaymentsRead,
@@ -317,5 +317,14 @@ mod tests {
         assert!(!Role::ContentManager.can(Permission::ClientsRead));
         assert!(!Role::OpsManager.can(Permission::UsersManage));
         assert!(!Role::OpsManager.can(Permission::PaymentsRefund));
+    }
+
+    #[test]
+    fn availability_is_edited_by_content_ops_and_owner_and_read_by_operators() {
+        for r in ALL_ROLES {
+            let edits = r.can(Permission::ModelsAvailability);
+            assert_eq!(edits, matches!(r, Role::Owner | Role::OpsManager | Role::ContentManager), "{r:?}");
+        }
+        assert!(Role::Operator.can(Permission::ModelsRead));
     }
 }

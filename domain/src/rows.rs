@@ -128,6 +128,14 @@ pub struct Payment {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+    /// The PaymentIntent's client secret, for the frontend; kept out of audit snapshots.
+    #[serde(skip_serializing)]
+    pub client_secret: Option<String>,
+    /// For a refund: the payment it refunds.
+    pub refund_of: Option<Uuid>,
+    pub reason: Option<String>,
+    /// The provider's last failure message.
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, FromRow, Serialize)]

@@ -5,6 +5,8 @@
 use chrono::Duration;
 use serde_json::json;
 
+use crate::availability::rules::DAYS;
+use crate::availability::{self, Rules, WeeklyWindow};
 use crate::commands::bookings::{self, BookingTransition, NewBooking};
 use crate::commands::clients::{self, NewClient};
 use crate::commands::exceptions::{self, NewException};
@@ -57,6 +59,61 @@ pub async fn sync_policy(db: &Db) -> DomainResult<()> {
     Ok(())
 }
 
+/// The shortest password accepted for the first OWNER.
+pub const MIN_OWNER_PASSWORD_CHARS: usize = 12;
+
+#[derive(sqlx::FromRow)]
+struct CountRow {
+    n: i64,
+}
+
+/// Creates the first OWNER (a real deployment's, from its settings) when no user exists at
+/// all; returns whether it did. A database that has any user is left alone, so restarting
+/// with the settings still present changes nothing (nor a password changed since).
+pub async fn ensure_owner(db: &Db, email: &str, password: &str) -> DomainResult<bool> {
+    if password.chars().count() < MIN_OWNER_PASSWORD_CHARS {
+        return Err(crate::validate::refuse(
+            "password",
+            format!("the first owner's password must be at least {MIN_OWNER_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if any_user(db).await? {
+        return Ok(false);
+    }
+    sync_policy(db).await?;
+    let hash = users::hash_password(password)?;
+    let mut tx = db.begin().await?;
+    // Processes starting together (api and workers) queue here; the second finds the owner.
+    tx.lock_key("virel-first-owner").await?;
+    let existing = crate::q_opt!(&mut tx.conn(), CountRow, "SELECT COUNT(*) AS n FROM users")?.map_or(0, |r| r.n);
+    if existing > 0 {
+        return Ok(false);
+    }
+    let local = email.split('@').next().unwrap_or("Owner");
+    let name = if local.is_empty() { "Owner" } else { local };
+    users::insert_hashed(&mut tx.conn(), &Ctx::system(), email, name, Role::Owner, &hash).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Whether anyone can log in with a demo account's known password (the demo data is served):
+/// the demo owner exists, is active and still has the demo password.
+pub async fn demo_login_active(db: &Db) -> DomainResult<bool> {
+    match users::find_by_email(&mut db.acquire().await?.conn(), DEMO_USERS[0].0).await? {
+        Some(u) if u.active => {
+            let hash = u.password_hash.clone();
+            Ok(tokio::task::spawn_blocking(move || users::verify_password(DEMO_PASSWORD, &hash)).await.unwrap_or(true))
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Whether any user exists (a deployment without one has no way in).
+pub async fn any_user(db: &Db) -> DomainResult<bool> {
+    Ok(crate::q_opt!(&mut db.acquire().await?.conn(), CountRow, "SELECT COUNT(*) AS n FROM users")?
+        .is_some_and(|r| r.n > 0))
+}
+
 /// Seeds the demo data when absent; returns whether it wrote anything.
 pub async fn seed_demo(db: &Db) -> DomainResult<bool> {
     sync_policy(db).await?;
@@ -106,6 +163,23 @@ pub async fn seed_demo(db: &Db) -> DomainResult<bool> {
         model_ids.push(m.id);
     }
 
+    // Every day from 10:00 to 04:00 London time: the demo models work late, and the demo
+    // flows (and integrations built against them) find them free.
+    for id in &model_ids {
+        let weekly = DAYS
+            .iter()
+            .map(|d| WeeklyWindow { day: d.to_string(), start: "10:00".into(), end: "04:00".into() })
+            .collect();
+        availability::put_rules(
+            db,
+            &ctx,
+            *id,
+            Rules { time_zone: "Europe/London".into(), weekly, ..Default::default() },
+            None,
+        )
+        .await?;
+    }
+
     let mut client_ids = Vec::new();
     for (name, phone, email, tg, ch) in [
         ("James Whitfield", "+447700900123", "james@example.com", Some("@jwhitfield"), "telegram"),
@@ -130,7 +204,13 @@ pub async fn seed_demo(db: &Db) -> DomainResult<bool> {
         client_ids.push(c.id);
     }
 
-    let start = now() + Duration::days(3);
+    // 14:00 London, three days from now: inside the demo models' hours.
+    let day = (now() + Duration::days(3)).with_timezone(&chrono_tz::Europe::London).date_naive();
+    let start = crate::availability::expand::resolve_local(
+        &chrono_tz::Europe::London,
+        day.and_hms_opt(14, 0, 0).unwrap_or_default(),
+        crate::availability::expand::Edge::Start,
+    );
     for (i, source) in ["web", "phone", "telegram"].into_iter().enumerate() {
         inquiries::create(
             db,

@@ -8,6 +8,12 @@ pub struct Settings {
     pub timezone: String,
     /// Open items an operator may hold before round-robin assignment passes them over.
     pub max_open_items_per_operator: i64,
+    /// The ISO 4217 currencies the agency accepts (`VIREL_CURRENCIES`).
+    pub currencies: Vec<String>,
+    /// Minutes kept free before and after each booking for travel (availability, matching).
+    pub travel_buffer_minutes: i64,
+    /// How many weeks ahead the scheduler expands availability rules into slots.
+    pub availability_weeks: i64,
     /// The order notifications fall back along when a channel is disabled or refuses
     /// (`telegram`, `sms`, `email`; `telegram` is the bot of the recipient's audience).
     pub notify_fallback: Vec<String>,
@@ -18,6 +24,9 @@ impl Default for Settings {
         Settings {
             timezone: "Europe/London".into(),
             max_open_items_per_operator: 25,
+            currencies: crate::validate::DEFAULT_CURRENCIES.iter().map(|c| c.to_string()).collect(),
+            travel_buffer_minutes: 30,
+            availability_weeks: 8,
             notify_fallback: vec!["telegram".into(), "sms".into(), "email".into()],
         }
     }

@@ -228,6 +228,14 @@ impl Tx {
             (TxInner::Lite(t), LockTable::Models) => {
                 sqlx::query("SELECT id FROM models WHERE id = $1").bind(id).fetch_optional(&mut **t).await?.is_some()
             }
+            (TxInner::Pg(t), LockTable::Payments) => sqlx::query("SELECT id FROM payments WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut **t)
+                .await?
+                .is_some(),
+            (TxInner::Lite(t), LockTable::Payments) => {
+                sqlx::query("SELECT id FROM payments WHERE id = $1").bind(id).fetch_optional(&mut **t).await?.is_some()
+            }
         };
         Ok(n)
     }
@@ -248,6 +256,7 @@ impl Tx {
 #[derive(Clone, Copy, Debug)]
 pub enum LockTable {
     Models,
+    Payments,
 }
 
 impl Handle {

@@ -12,6 +12,7 @@ use cron::Schedule;
 use tokio::sync::watch;
 use virel_domain::automation;
 use virel_domain::commands::maintenance;
+use virel_domain::jobs::availability::AvailabilityExpand;
 use virel_domain::jobs::{Job as QueuedJob, QueueBackend, kinds};
 use virel_domain::{Db, DomainResult};
 
@@ -46,8 +47,11 @@ pub fn jobs(secs: u32) -> Vec<Job> {
     vec![
         Job { name: "retention", cron: "0 */10 * * * *".into() },
         Job { name: "delayed_actions", cron: "*/5 * * * * *".into() },
+        Job { name: "availability", cron: "0 */10 * * * *".into() },
         Job { name: "sla_sweep", cron: every.clone() },
         Job { name: "booking_clock", cron: every },
+        // Stripe events the webhook never delivered (a no-op while payments are disabled).
+        Job { name: "stripe_reconcile", cron: "30 */10 * * * *".into() },
     ]
 }
 
@@ -57,6 +61,10 @@ async fn run_job(db: &Db, queues: &dyn QueueBackend, name: &str) -> DomainResult
         "retention" => queues.push(QueuedJob::new(&kinds::Retention {}), None).await?,
         "sla_sweep" => queues.push(QueuedJob::new(&kinds::SlaSweep {}), None).await?,
         "booking_clock" => queues.push(QueuedJob::new(&kinds::BookingClock {}), None).await?,
+        "stripe_reconcile" => {
+            queues.push(QueuedJob::new(&virel_domain::jobs::payments::StripeReconcile {}), None).await?
+        }
+        "availability" => queues.push(QueuedJob::new(&AvailabilityExpand::default()), None).await?,
         "delayed_actions" => {
             // Claimed (scheduled → queued) before the push; a claim whose push never ran is
             // put back after a while, so a crash between the two loses nothing.

@@ -214,10 +214,11 @@ async fn an_operator_works_the_action_center_live_in_a_browser() {
     action(b, &id, "contact").await.click().await.unwrap();
     wait_message(b, "no subject with a client", true).await;
 
-    // A confirm_booking task on a draft booking: Confirm completes it and moves the booking.
+    // A confirm_booking task on a pending booking: Confirm completes it and moves the booking.
     let booking = fixtures::booking(&app, &admin, 48 * 60).await;
     let booking_id = booking["id"].as_str().unwrap().to_string();
     assert_eq!(booking["status"], "draft");
+    app.ok(&admin, &format!("/bookings/{booking_id}/status"), json!({"status": "pending"}), 200).await;
     let confirm = app
         .ok(
             &admin,
@@ -257,7 +258,7 @@ async fn an_operator_works_the_action_center_live_in_a_browser() {
     gone(b, &cid).await;
     wait_message(b, "the booking moved forward", false).await;
     let (_, bk) = app.get(&admin, &format!("/bookings/{booking_id}")).await;
-    assert_eq!(bk["status"], "pending", "{bk}");
+    assert_eq!(bk["status"], "deposit_required", "{bk}");
     let (_, t) = app.get(&admin, &format!("/tasks/{cid}")).await;
     assert_eq!(t["status"], "done", "{t}");
 

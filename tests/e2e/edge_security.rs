@@ -23,10 +23,32 @@ struct Spawned {
     base: String,
     log: std::path::PathBuf,
     dir: std::path::PathBuf,
+    /// The PostgreSQL database and Redis prefix of a scaled one, dropped with it.
+    _scaled: Option<(crate::harness::GuardHandle, crate::harness::RedisGuard)>,
 }
 
 impl Spawned {
     async fn start() -> Spawned {
+        Spawned::start_with(vec![], None).await
+    }
+
+    /// `virel all` on a fresh PostgreSQL database (migrated, demo data) and Redis prefix.
+    async fn start_scaled() -> Spawned {
+        let (_db, guard) = crate::harness::fresh_db(crate::harness::Engine::Postgres).await;
+        let prefix = format!("virel-test-{}", uuid::Uuid::now_v7().simple());
+        let redis = crate::harness::RedisGuard { url: crate::harness::redis_url(), prefix: prefix.clone() };
+        let env = vec![
+            ("DATABASE_URL".to_string(), guard.1.clone()),
+            ("REDIS_URL".to_string(), crate::harness::redis_url()),
+            ("VIREL_QUEUE_PREFIX".to_string(), prefix),
+        ];
+        Spawned::start_with(env, Some((guard, redis))).await
+    }
+
+    async fn start_with(
+        env: Vec<(String, String)>,
+        scaled: Option<(crate::harness::GuardHandle, crate::harness::RedisGuard)>,
+    ) -> Spawned {
         let dir = std::env::temp_dir().join(format!("virel-edge-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("virel.log");
@@ -42,6 +64,7 @@ impl Spawned {
             .env("JWT_SECRET", "edge-test-secret-edge-test-secret-edge")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
@@ -55,7 +78,7 @@ impl Spawned {
             assert!(Instant::now() < deadline, "virel came up: {}", std::fs::read_to_string(&log).unwrap_or_default());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Spawned { child, base, log, dir }
+        Spawned { child, base, log, dir, _scaled: scaled }
     }
 
     /// The log so far, without terminal colour codes.
@@ -161,11 +184,89 @@ async fn every_log_line_of_a_request_carries_its_id_and_no_secret() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// At the most verbose level too (`RUST_LOG=trace`, every crate), no password, access or
+/// refresh token, Authorization or Cookie value reaches the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sixteen_busy_connections_raise_no_panic() {
-    let app = Spawned::start().await;
+async fn no_secret_in_the_log_even_at_trace() {
+    let app = Spawned::start_with(vec![("RUST_LOG".into(), "trace".into())], None).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/auth/login", app.base))
+        .json(&json!({"email": "admin@virel.com", "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let b: Value = r.json().await.unwrap();
+    let (access, refresh) =
+        (b["access_token"].as_str().unwrap().to_string(), b["refresh_token"].as_str().unwrap().to_string());
+    let r =
+        http.post(format!("{}/auth/refresh", app.base)).json(&json!({"refresh_token": refresh})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let b: Value = r.json().await.unwrap();
+    let (access2, refresh2) =
+        (b["access_token"].as_str().unwrap().to_string(), b["refresh_token"].as_str().unwrap().to_string());
+    let r =
+        http.get(format!("{}/me", app.base)).header("cookie", format!("virel_session={access2}")).send().await.unwrap();
+    assert!(r.status().is_success() || r.status().is_client_error());
+    {
+        let url = format!("{}/ws?token={access2}", app.base.replacen("http://", "ws://", 1));
+        if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await {
+            let _ = crate::action_center::next_json(&mut ws, Duration::from_secs(5)).await;
+            let _ = ws.close(None).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = app.log();
+    app.stop().await;
+    assert!(log.lines().count() > 20, "trace logging is on: {log}");
+    for (what, secret) in [
+        ("password", "password123"),
+        ("access token", access.as_str()),
+        ("refresh token", refresh.as_str()),
+        ("rotated access token", access2.as_str()),
+        ("rotated refresh token", refresh2.as_str()),
+    ] {
+        assert!(!log.contains(secret), "the {what} is in the trace log");
+    }
+    // A JWT's signature part alone must not leak either.
+    let signature = access2.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "part of the access token is in the trace log");
+}
+
+/// `VIREL_LOG_FORMAT=json`: one JSON object per line, no colour codes, the request id on the
+/// request's lines (the access-log line included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn json_logs_are_one_object_per_line_with_the_request_id() {
+    let app = Spawned::start_with(vec![("VIREL_LOG_FORMAT".into(), "json".into())], None).await;
+    let http = reqwest::Client::new();
+    let id = format!("json-{}", uuid::Uuid::now_v7().simple());
+    let r = http.get(format!("{}/health", app.base)).header("x-request-id", &id).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let raw = std::fs::read_to_string(&app.log).unwrap();
+    app.stop().await;
+    assert!(!raw.contains('\u{1b}'), "no terminal colour codes when the output is a file");
+    let lines: Vec<Value> = raw
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 2, "{raw}");
+    let mine: Vec<&Value> = lines.iter().filter(|v| v.to_string().contains(&id)).collect();
+    assert!(!mine.is_empty(), "the request's lines carry its id: {raw}");
+    assert!(
+        mine.iter().any(|v| v["fields"]["status"] == 200 || v.to_string().contains("\"status\":200")),
+        "the access-log line is among them: {mine:?}"
+    );
+}
+
+/// Twenty connections of reads and writes for `VIREL_TEST_LOAD_SECS` (default 15; the
+/// recorded long run is 60): no request fails, none answers 5xx, and the log holds no panic.
+async fn mixed_load_raises_no_panic(app: Spawned) {
+    let secs: u64 = std::env::var("VIREL_TEST_LOAD_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
     let token = app.login(&reqwest::Client::new(), "admin@virel.com").await;
-    let until = Instant::now() + Duration::from_secs(6);
+    let until = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for n in 0..20 {
         let (base, token) = (app.base.clone(), token.clone());
@@ -174,10 +275,14 @@ async fn sixteen_busy_connections_raise_no_panic() {
             let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
             let mut done = 0u32;
             while Instant::now() < until {
-                let r = match done % 4 {
+                let r = match done % 5 {
                     0 => http.get(format!("{base}/health")).send().await,
                     1 => http.get(format!("{base}/me")).bearer_auth(&token).send().await,
                     2 => http.get(format!("{base}/action-center")).bearer_auth(&token).send().await,
+                    3 => {
+                        let body = json!({"source": "phone", "notes": format!("load {n}.{done}")});
+                        http.post(format!("{base}/inquiries")).bearer_auth(&token).json(&body).send().await
+                    }
                     _ => http.get(format!("{base}/inquiries?limit=5")).bearer_auth(&token).send().await,
                 };
                 let r = r.unwrap_or_else(|e| panic!("task {n}: request failed: {e}"));
@@ -195,6 +300,16 @@ async fn sixteen_busy_connections_raise_no_panic() {
     app.stop().await;
     assert!(total > 100, "the load ran ({total} requests)");
     assert!(!log.contains("panicked"), "a panic under load:\n{}", &log[log.find("panicked").unwrap_or(0)..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn busy_connections_raise_no_panic_embedded() {
+    mixed_load_raises_no_panic(Spawned::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn busy_connections_raise_no_panic_postgres_redis() {
+    mixed_load_raises_no_panic(Spawned::start_scaled().await).await;
 }
 
 /// A 3 MiB JSON-looking body, sent as a stream: no `Content-Length` (HTTP/2 DATA frames, or

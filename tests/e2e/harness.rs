@@ -68,6 +68,9 @@ pub struct WorkerOptions {
     /// Schedulers to run (two prove the lease); the SLA sweep interval in seconds.
     pub schedulers: usize,
     pub sweep_secs: u32,
+    /// The payment provider and webhook secrets, for the API and the workers (disabled by
+    /// default).
+    pub payments: virel_domain::payments::Payments,
     /// The notification channels the workers send through (every one disabled when None);
     /// `/health` shows their state.
     pub channels: Option<virel_workers::notify::Channels>,
@@ -83,6 +86,7 @@ impl Default for WorkerOptions {
             scheduler: true,
             schedulers: 1,
             sweep_secs: 30,
+            payments: virel_domain::payments::Payments::disabled(),
             channels: None,
             twilio: None,
         }
@@ -146,6 +150,21 @@ pub fn init_tracing() {
     });
 }
 
+/// Where a child `virel` process's output goes: a log file in `VIREL_TEST_LOG_DIR` (scanned
+/// for secrets after the suite) when logging is on, else nowhere.
+pub fn child_log(role: &str) -> (std::process::Stdio, std::process::Stdio) {
+    let file = std::env::var_os("TEST_LOG").and(std::env::var_os("VIREL_TEST_LOG_DIR")).and_then(|dir| {
+        let dir = std::path::PathBuf::from(dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let tag = uuid::Uuid::now_v7().simple().to_string();
+        std::fs::File::create(dir.join(format!("child.{role}.{tag}.log"))).ok()
+    });
+    match file.and_then(|f| f.try_clone().ok().map(|g| (f, g))) {
+        Some((out, err)) => (out.into(), err.into()),
+        None => (std::process::Stdio::null(), std::process::Stdio::null()),
+    }
+}
+
 pub fn pg_admin_url() -> String {
     std::env::var("DATABASE_TEST_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -194,7 +213,7 @@ impl TestApp {
     pub async fn start(engine: Engine) -> TestApp {
         init_tracing();
         let (db, guard) = fresh_db(engine).await;
-        Self::serve(engine, db, guard.0, None).await
+        Self::serve(engine, db, guard.0, None, Default::default()).await
     }
 
     /// The whole system in this process: API, worker pools with the outbox relay, and the
@@ -214,7 +233,8 @@ impl TestApp {
                 (q, Some(RedisGuard { url: redis_url(), prefix }))
             }
         };
-        let mut rt = virel_workers::Runtime::new(db.clone(), queues.clone(), opts.retry.clone());
+        let mut rt = virel_workers::Runtime::new(db.clone(), queues.clone(), opts.retry.clone())
+            .with_payments(opts.payments.clone());
         let channel_state = opts.channels.as_ref().map(|c| c.status());
         if let Some(c) = opts.channels.clone() {
             rt = rt.with_notifier(std::sync::Arc::new(c));
@@ -240,7 +260,9 @@ impl TestApp {
             }));
         }
 
-        let mut app = Self::serve_with(engine, db, guard.0, Some(queues.clone()), channel_state, opts.twilio).await;
+        let mut app =
+            Self::serve_with(engine, db, guard.0, Some(queues.clone()), opts.payments, channel_state, opts.twilio)
+                .await;
         app.queues = Some(queues);
         app.runtime = Some(rt);
         app.stop = Some(stop_tx);
@@ -266,8 +288,14 @@ impl TestApp {
         }
     }
 
-    async fn serve(engine: Engine, db: Db, guard: Guard, queues: Option<virel_workers::Queues>) -> TestApp {
-        Self::serve_with(engine, db, guard, queues, None, None).await
+    async fn serve(
+        engine: Engine,
+        db: Db,
+        guard: Guard,
+        queues: Option<virel_workers::Queues>,
+        payments: virel_domain::payments::Payments,
+    ) -> TestApp {
+        Self::serve_with(engine, db, guard, queues, payments, None, None).await
     }
 
     async fn serve_with(
@@ -275,10 +303,12 @@ impl TestApp {
         db: Db,
         guard: Guard,
         queues: Option<virel_workers::Queues>,
+        payments: virel_domain::payments::Payments,
         channels: Option<Vec<virel_domain::commands::notifications::ChannelState>>,
         twilio: Option<virel_api::TwilioHook>,
     ) -> TestApp {
         let mut state = virel_api::AppState::new(db.clone(), b"test-secret-test-secret-test-secret!");
+        state.payments = payments;
         if let Some(c) = channels {
             state.channels = c;
         }

@@ -5,18 +5,25 @@ mod harness;
 
 mod fixtures;
 
+mod input_bounds;
+
 mod action_center;
 mod action_center_page;
 mod admin_pages;
 mod auth;
 mod automation;
+mod availability;
+mod backend_dead;
 mod backlog;
 mod bad_input;
 mod browser;
 mod concurrency;
 mod domain_fixes;
 mod edge_security;
+mod fake_stripe;
+mod first_start;
 mod notifications;
+mod payments;
 mod scaled;
 mod security;
 mod sla_and_quick_actions;

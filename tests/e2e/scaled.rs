@@ -22,10 +22,8 @@ struct Procs {
 impl Procs {
     fn spawn(&self, role: &str) -> Child {
         let mut c = Command::new(env!("CARGO_BIN_EXE_virel"));
-        c.arg(role).envs(self.env.iter().cloned()).stdin(Stdio::null()).stdout(Stdio::null()).kill_on_drop(true);
-        if std::env::var("TEST_LOG").is_err() {
-            c.stderr(Stdio::null());
-        }
+        let (out, err) = crate::harness::child_log(role);
+        c.arg(role).envs(self.env.iter().cloned()).stdin(Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
         c.spawn().expect("spawn virel")
     }
 }
@@ -63,6 +61,7 @@ async fn deployment() -> Deployment {
             ("VIREL_MISSED_HEARTBEATS".into(), "3".into()),
             ("VIREL_SLA_SWEEP_SECS".into(), "1".into()),
             ("RUST_LOG".into(), std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into())),
+            ("VIREL_LOG_FORMAT".into(), "text".into()),
         ],
     };
     let base = format!("http://127.0.0.1:{port}/api/v1");

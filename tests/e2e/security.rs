@@ -502,6 +502,11 @@ both_engines!(an_operator_sees_only_the_country_code_and_last_three_digits_of_a_
         let shown = one["phone"].as_str().unwrap_or_else(|| panic!("{one}"));
         assert_eq!(shown, masked, "{phone}: {one}");
         assert!(shown.starts_with(&format!("{cc} ")) && shown.ends_with(&phone[phone.len() - 3..]), "{shown}");
-        assert!(!one.to_string().contains(hidden), "{phone} shows {hidden}: {one}");
+        // Nowhere in the answer (ids and timestamps aside, whose digits are random).
+        let mut rest = one.clone();
+        if let Some(m) = rest.as_object_mut() {
+            m.retain(|k, _| !(k == "id" || k.ends_with("_id") || k.ends_with("_at") || k == "version"));
+        }
+        assert!(!rest.to_string().contains(hidden), "{phone} shows {hidden}: {one}");
     }
 });

@@ -178,6 +178,18 @@ both_engines!(confirm_completes_the_task_and_moves_the_booking_forward, async |a
     let b = fixtures::booking(&app, &admin, 3 * 24 * 60).await;
     let bid = sid(&b);
     assert_eq!(b["status"], "draft");
+    // Confirm does not start a draft: it moves pending → deposit_required → confirmed only.
+    let t0 = new_task(
+        &app,
+        &admin,
+        json!({"type": "confirm_booking", "title": "Too early", "subject_type": "booking", "subject_id": bid}),
+    )
+    .await;
+    let (s, body) = action(&app, &lukas, "task", &sid(&t0), "confirm", json!({})).await;
+    assert_code(s, &body, 409, "guard_failed");
+    assert_eq!(booking_status(&app, &admin, &bid).await, "draft");
+    assert_eq!(task(&app, &admin, &sid(&t0)).await["status"], "open", "the task is untouched");
+    app.ok(&admin, &format!("/bookings/{bid}/status"), json!({"status": "pending"}), 200).await;
     let t = new_task(
         &app,
         &admin,
@@ -187,24 +199,24 @@ both_engines!(confirm_completes_the_task_and_moves_the_booking_forward, async |a
     let tid = sid(&t);
     assert!(ac_item(&app, &lukas, &tid).await.is_some(), "an unassigned task is in the operator's list");
 
-    // An OPERATOR confirms the unassigned task: done, off the list, the booking pending.
+    // An OPERATOR confirms the unassigned task: done, off the list, the deposit asked for.
     let (s, item) = action(&app, &lukas, "task", &tid, "confirm", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{item}");
     assert_eq!(item["id"], tid.as_str());
     assert_eq!(item["status"], "done", "{item}");
     assert_eq!(item["open"], false, "{item}");
     assert_eq!(task(&app, &admin, &tid).await["status"], "done");
-    assert_eq!(booking_status(&app, &admin, &bid).await, "pending");
+    assert_eq!(booking_status(&app, &admin, &bid).await, "deposit_required");
     assert!(ac_item(&app, &admin, &tid).await.is_none(), "a done task leaves the Action Center");
     assert!(ac_item(&app, &lukas, &tid).await.is_none());
-    assert_eq!(events(&app, "booking.status_changed", &bid).await, 1);
+    assert_eq!(events(&app, "booking.status_changed", &bid).await, 2);
     assert_eq!(events(&app, "task.status_changed", &tid).await, 2, "open → in_progress → done");
 
     // Confirming it again changes nothing: the task is done, the booking stays pending.
     let (s, body) = action(&app, &admin, "task", &tid, "confirm", json!({})).await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
-    assert_eq!(booking_status(&app, &admin, &bid).await, "pending");
-    assert_eq!(events(&app, "booking.status_changed", &bid).await, 1);
+    assert_eq!(booking_status(&app, &admin, &bid).await, "deposit_required");
+    assert_eq!(events(&app, "booking.status_changed", &bid).await, 2);
 
     // Confirm on a follow_up task: 409 guard_failed, nothing changes.
     let f = new_task(
@@ -219,7 +231,7 @@ both_engines!(confirm_completes_the_task_and_moves_the_booking_forward, async |a
     let after = task(&app, &admin, &fid).await;
     assert_eq!(after["status"], "open");
     assert_eq!(after["version"], f["version"], "the follow_up task is untouched");
-    assert_eq!(booking_status(&app, &admin, &bid).await, "pending");
+    assert_eq!(booking_status(&app, &admin, &bid).await, "deposit_required");
     assert_eq!(events(&app, "task.status_changed", &fid).await, 0);
 
     // Confirm on an exception: guard_failed too.

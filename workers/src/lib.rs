@@ -3,6 +3,7 @@
 //! command, decide between done, retry (with backoff) and dead.
 
 pub mod notify;
+pub mod providers;
 pub mod queue;
 mod relay;
 mod runtime;
@@ -10,7 +11,7 @@ mod runtime;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use queue::{Liveness, Queues};
+pub use queue::{BackendDead, Liveness, Queues};
 pub use relay::run_relay;
 pub use runtime::Runtime;
 pub use virel_domain::jobs::{CustomHandler, Job, Queue, RetrySettings};

@@ -30,6 +30,19 @@ impl Default for Liveness {
     }
 }
 
+/// A job the queue backend gave up on by itself.
+#[derive(Clone, Debug)]
+pub struct BackendDead {
+    pub queue: Queue,
+    /// The backend's id for it.
+    pub id: String,
+    /// The job as stored (Virel's `Job` JSON, or whatever the backend held).
+    pub raw: serde_json::Value,
+    /// The backend's last recorded result (the error).
+    pub error: String,
+    pub attempts: i64,
+}
+
 #[derive(Clone)]
 pub enum Queues {
     Redis { conn: ConnectionManager, url: String, prefix: String, storages: HashMap<Queue, RedisStorage<Job>> },
@@ -217,15 +230,126 @@ impl Queues {
         }
     }
 
+    /// Claims up to `limit` jobs the backend itself gave up on (apalis-redis' `{queue}:dead`
+    /// set, apalis-sqlite's killed rows and failed rows out of attempts), removing them from
+    /// the backend. This happens when Virel could not record an outcome (its database was down
+    /// while the backend retried), so the caller records each in `dead_jobs`, and gives it
+    /// back with `unclaim_backend_dead` if it cannot.
+    pub async fn claim_backend_dead(&self, limit: usize) -> DomainResult<Vec<BackendDead>> {
+        let mut out = Vec::new();
+        match self {
+            Queues::Redis { conn, storages, .. } => {
+                let mut c = conn.clone();
+                let err = |e: redis::RedisError| unavailable("Redis", e);
+                for (q, s) in storages {
+                    let cfg = s.get_config();
+                    let ids: Vec<String> = redis::cmd("SRANDMEMBER")
+                        .arg(cfg.dead_jobs_set())
+                        .arg(limit)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(err)?;
+                    for id in ids {
+                        // SREM is the claim: of two sweeping processes, one gets 1.
+                        let claimed: i64 = c.srem(cfg.dead_jobs_set(), &id).await.map_err(err)?;
+                        if claimed == 0 {
+                            continue;
+                        }
+                        let data: Option<Vec<u8>> = c.hget(cfg.job_data_hash(), &id).await.map_err(err)?;
+                        let meta_key = format!("{}:{id}", cfg.job_meta_hash());
+                        let (result, attempts): (Option<String>, Option<i64>) = redis::cmd("HMGET")
+                            .arg(&meta_key)
+                            .arg("result")
+                            .arg("attempts")
+                            .query_async(&mut c)
+                            .await
+                            .map_err(err)?;
+                        let _: i64 = c.hdel(cfg.job_data_hash(), &id).await.map_err(err)?;
+                        let _: i64 = c.del(&meta_key).await.map_err(err)?;
+                        out.push(BackendDead {
+                            queue: *q,
+                            id,
+                            raw: data
+                                .as_deref()
+                                .and_then(|d| serde_json::from_slice(d).ok())
+                                .unwrap_or(serde_json::Value::Null),
+                            error: result.unwrap_or_default(),
+                            attempts: attempts.unwrap_or(0),
+                        });
+                    }
+                }
+            }
+            Queues::Sqlite { pool, .. } => {
+                #[derive(sqlx::FromRow)]
+                struct Row {
+                    id: String,
+                    job_type: String,
+                    job: Vec<u8>,
+                    last_result: Option<String>,
+                    attempts: i64,
+                }
+                let rows: Vec<Row> = sqlx::query_as(
+                    "DELETE FROM Jobs WHERE id IN (SELECT id FROM Jobs WHERE status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts) LIMIT $1)
+                     RETURNING id, job_type, job, last_result, attempts",
+                )
+                .bind(limit as i64)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| unavailable("queue database", e))?;
+                for r in rows {
+                    out.push(BackendDead {
+                        queue: Queue::parse(&r.job_type).unwrap_or(Queue::Ops),
+                        id: r.id,
+                        raw: serde_json::from_slice(&r.job).unwrap_or(serde_json::Value::Null),
+                        error: r.last_result.unwrap_or_default(),
+                        attempts: r.attempts,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts a claimed job back where `claim_backend_dead` found it (its recording failed).
+    pub async fn unclaim_backend_dead(&self, d: &BackendDead) -> DomainResult<()> {
+        let bytes = serde_json::to_vec(&d.raw).map_err(|e| DomainError::Internal(e.to_string()))?;
+        match self {
+            Queues::Redis { conn, storages, .. } => {
+                let cfg = storages.get(&d.queue).ok_or(DomainError::NotFound { entity: "queue" })?.get_config();
+                let mut c = conn.clone();
+                let err = |e: redis::RedisError| unavailable("Redis", e);
+                let _: i64 = c.hset(cfg.job_data_hash(), &d.id, bytes).await.map_err(err)?;
+                let _: i64 = c.sadd(cfg.dead_jobs_set(), &d.id).await.map_err(err)?;
+            }
+            Queues::Sqlite { pool, .. } => {
+                sqlx::query("INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, last_result) VALUES ($1, $2, $3, 'Killed', $4, $4, $5)")
+                    .bind(bytes)
+                    .bind(&d.id)
+                    .bind(d.queue.as_str())
+                    .bind(d.attempts)
+                    .bind(&d.error)
+                    .execute(pool)
+                    .await
+                    .map_err(|e| unavailable("queue database", e))?;
+            }
+        }
+        Ok(())
+    }
+
     async fn live_numbers(&self, queue: Queue) -> DomainResult<LiveQueue> {
         match self {
             Queues::Redis { conn, storages, .. } => {
                 let cfg = storages.get(&queue).ok_or(DomainError::NotFound { entity: "queue" })?.get_config().clone();
                 let mut c = conn.clone();
                 let err = |e: redis::RedisError| unavailable("Redis", e);
-                let pending: i64 = c.llen(cfg.active_jobs_list()).await.map_err(err)?;
-                let scheduled: i64 = c.zcard(cfg.scheduled_jobs_set()).await.map_err(err)?;
+                // Pushed jobs wait in the scheduled set until a fetch promotes them: those due
+                // already are pending too.
                 let now = chrono::Utc::now().timestamp();
+                let active: i64 = c.llen(cfg.active_jobs_list()).await.map_err(err)?;
+                let due: i64 = c.zcount(cfg.scheduled_jobs_set(), "-inf", now).await.map_err(err)?;
+                let scheduled: i64 =
+                    c.zcount(cfg.scheduled_jobs_set(), format!("({now}"), "+inf").await.map_err(err)?;
+                let pending = active + due;
                 let alive_since = now - cfg.orphaned_duration().as_secs() as i64;
                 let workers: Vec<String> =
                     c.zrangebyscore(cfg.workers_set(), alive_since, "+inf").await.map_err(err)?;

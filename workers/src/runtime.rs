@@ -14,6 +14,7 @@ use virel_domain::Db;
 use virel_domain::jobs::{
     self, Counts, CustomHandler, Job, JobCx, JobError, Notifier, Queue, QueueBackend, Registry, RetrySettings, kinds,
 };
+use virel_domain::payments::Payments;
 
 use crate::WorkerConfig;
 use crate::notify::Channels;
@@ -27,6 +28,7 @@ pub struct Runtime {
     port: Arc<dyn QueueBackend>,
     registry: Registry,
     notifier: Arc<dyn Notifier>,
+    payments: Payments,
     custom: Arc<HashMap<String, CustomHandler>>,
     counts: Mutex<HashMap<Queue, Counts>>,
 }
@@ -40,6 +42,7 @@ impl Runtime {
             retry,
             registry: kinds::registry(),
             notifier: Arc::new(Channels::default()),
+            payments: Payments::disabled(),
             custom: Arc::new(HashMap::new()),
             counts: Mutex::new(HashMap::new()),
         }
@@ -52,6 +55,12 @@ impl Runtime {
 
     pub fn with_notifier(mut self, n: Arc<dyn Notifier>) -> Runtime {
         self.notifier = n;
+        self
+    }
+
+    /// The payment provider the job handlers use (payments are disabled without one).
+    pub fn with_payments(mut self, p: Payments) -> Runtime {
+        self.payments = p;
         self
     }
 
@@ -80,16 +89,60 @@ impl Runtime {
             db: self.db.clone(),
             queues: self.port.clone(),
             notifier: self.notifier.clone(),
+            payments: self.payments.clone(),
             custom: self.custom.clone(),
             job_id: job.id,
             attempt: job.attempt,
         }
     }
 
+    /// Records the jobs the backend gave up on by itself (see `Queues::claim_backend_dead`)
+    /// as dead, visible and retryable, raising their exceptions.
+    pub async fn sweep_backend_dead(&self) {
+        let found = match self.queues.claim_backend_dead(100).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot look for jobs the queue gave up on");
+                return;
+            }
+        };
+        for d in found {
+            let job: Option<Job> = serde_json::from_value(d.raw.clone()).ok();
+            let message = format!("the queue gave up on it after {} runs: {}", d.attempts, d.error);
+            let (label, raise) = match &job {
+                Some(j) => {
+                    let raise = AssertUnwindSafe(self.registry.on_dead(j, self.cx(j), message.clone()))
+                        .catch_unwind()
+                        .await
+                        .map(|r| r.unwrap_or(true))
+                        .unwrap_or(true);
+                    (self.registry.label(j), raise)
+                }
+                None => ("unreadable".to_string(), true),
+            };
+            tracing::error!(queue = %d.queue, id = %d.id, kind = %label, error = %d.error, "the queue gave up on a job");
+            let recorded =
+                jobs::record_dead(&self.db, d.queue.as_str(), &label, d.raw.clone(), d.attempts, &message, raise).await;
+            match recorded {
+                Ok(_) => self.count(d.queue, |c| c.dead += 1),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record a job the queue gave up on; kept in the queue");
+                    if let Err(e) = self.queues.unclaim_backend_dead(&d).await {
+                        tracing::error!(error = %e, job = ?d, "a job the queue gave up on could not be put back");
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs one job to an outcome: done; failed and pushed again after a backoff; or dead
     /// (kept, reported, retryable) once its attempts are spent or retrying cannot help.
     /// A handler that panics has failed an attempt like any other: the pool carries on.
-    pub async fn process(&self, job: Job) -> Result<(), BoxDynError> {
+    /// `backend_attempt` is the backend's own count (1 on its first delivery): when Virel
+    /// could not record an outcome, the backend runs the same job again, and those runs count
+    /// against the kind's attempts too.
+    pub async fn process(&self, mut job: Job, backend_attempt: usize) -> Result<(), BoxDynError> {
+        job.attempt = job.attempt.max((backend_attempt as u32).saturating_sub(1));
         let queue = job.queue;
         let run = AssertUnwindSafe(self.registry.run(&job, self.cx(&job))).catch_unwind();
         let failure = match run.await {
@@ -145,8 +198,8 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
-async fn handle(job: Job, rt: Data<Arc<Runtime>>) -> Result<(), BoxDynError> {
-    rt.process(job).await
+async fn handle(job: Job, rt: Data<Arc<Runtime>>, attempt: Attempt) -> Result<(), BoxDynError> {
+    rt.process(job, attempt.current()).await
 }
 
 /// One apalis worker per queue, with its concurrency, under one monitor that shuts down
@@ -177,9 +230,17 @@ pub async fn run_pools(rt: Arc<Runtime>, cfg: &WorkerConfig, stop: watch::Receiv
         let rt = rt.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
+            // Every 2 s the counters; every 10 s the jobs the backend gave up on.
+            let mut ticks = 0u32;
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => rt.flush_counts().await,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                        rt.flush_counts().await;
+                        ticks += 1;
+                        if ticks % 5 == 1 {
+                            rt.sweep_backend_dead().await;
+                        }
+                    }
                     changed = stop.changed() => if changed.is_err() { break },
                 }
                 if *stop.borrow() {

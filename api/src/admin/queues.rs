@@ -168,6 +168,7 @@ fn api_error_parts(e: &ApiError) -> (StatusCode, &ErrorBody) {
         ApiError::TooManyRequests(b) => (StatusCode::TOO_MANY_REQUESTS, &b.0),
         ApiError::Internal(b) => (StatusCode::INTERNAL_SERVER_ERROR, &b.0),
         ApiError::Unavailable(b) => (StatusCode::SERVICE_UNAVAILABLE, &b.0),
+        ApiError::BadGateway(b) => (StatusCode::BAD_GATEWAY, &b.0),
     }
 }
 

@@ -7,8 +7,10 @@
 //!   duration), inside that span.
 //! - `body_limit`: every body is capped at `MAX_BODY_BYTES`, however it is framed.
 //! - `idempotency`: the `Idempotency-Key` store for writes.
+//! - `input_guard`: no NUL character in a path, query parameter or body reaches SQL (422).
 
 pub mod access_log;
 pub mod body_limit;
 pub mod idempotency;
+pub mod input_guard;
 pub mod request_id;

@@ -43,9 +43,11 @@ pub struct ActionIo {
 
 #[derive(Object)]
 pub struct RuleIn {
+    #[oai(validator(max_length = 200))]
     pub name: String,
     pub enabled: Option<bool>,
     /// An event type, e.g. `inquiry.created`.
+    #[oai(validator(max_length = 64))]
     pub trigger: String,
     pub conditions: Option<Vec<ConditionIo>>,
     pub actions: Vec<ActionIo>,

@@ -26,20 +26,25 @@ pub struct CreateBooking {
     pub model_id: Uuid,
     pub start_at: DateTime<Utc>,
     pub duration_minutes: i64,
+    #[oai(validator(max_length = 500))]
     pub location: Option<String>,
     pub price: Money,
     pub deposit: Option<Money>,
     /// `draft` (the default) or `pending` (checked for overlap at once).
+    #[oai(validator(max_length = 32))]
     pub status: Option<String>,
     pub assignee_id: Option<Uuid>,
 }
 
 #[derive(Object)]
 pub struct BookingStatusIn {
+    #[oai(validator(max_length = 32))]
     pub status: String,
     /// Required for `cancelled`, and for an override.
+    #[oai(validator(max_length = 2000))]
     pub reason: Option<String>,
-    /// Confirm without a paid deposit (permission `bookings:override`).
+    /// Confirm without a paid deposit, or hold a time the model is not free for
+    /// (permission `bookings:override`; a reason is required and the override is audited).
     #[oai(rename = "override", default)]
     pub override_: bool,
     pub version: Option<i64>,

@@ -20,30 +20,45 @@ pub struct Api {
 
 #[derive(Object)]
 pub struct CreateClient {
+    #[oai(validator(max_length = 200))]
     pub name: String,
+    #[oai(validator(max_length = 32))]
     pub phone: Option<String>,
+    #[oai(validator(max_length = 254))]
     pub email: Option<String>,
+    #[oai(validator(max_length = 64))]
     pub telegram: Option<String>,
     /// telegram, sms, email or phone.
+    #[oai(validator(max_length = 16))]
     pub preferred_channel: Option<String>,
+    #[oai(validator(max_length = 10000))]
     pub notes: Option<String>,
+    #[oai(validator(max_items = 50, max_length = 50))]
     pub tags: Option<Vec<String>>,
 }
 
 #[derive(Object)]
 pub struct PatchClient {
+    #[oai(validator(max_length = 200))]
     pub name: Option<String>,
+    #[oai(validator(max_length = 32))]
     pub phone: Option<String>,
+    #[oai(validator(max_length = 254))]
     pub email: Option<String>,
+    #[oai(validator(max_length = 64))]
     pub telegram: Option<String>,
+    #[oai(validator(max_length = 16))]
     pub preferred_channel: Option<String>,
+    #[oai(validator(max_length = 10000))]
     pub notes: Option<String>,
+    #[oai(validator(max_items = 50, max_length = 50))]
     pub tags: Option<Vec<String>>,
     pub version: Option<i64>,
 }
 
 #[derive(Object)]
 pub struct BlockIn {
+    #[oai(validator(max_length = 2000))]
     pub reason: String,
 }
 

@@ -21,11 +21,14 @@ pub struct Api {
 
 #[derive(Object)]
 pub struct CreateException {
-    #[oai(rename = "type")]
+    #[oai(rename = "type", validator(max_length = 64))]
     pub kind: String,
+    #[oai(validator(max_length = 500))]
     pub title: Option<String>,
     /// critical, high, medium or low.
+    #[oai(validator(max_length = 16))]
     pub severity: String,
+    #[oai(validator(max_length = 32))]
     pub subject_type: Option<String>,
     pub subject_id: Option<Uuid>,
     pub assignee_id: Option<Uuid>,
@@ -38,15 +41,19 @@ pub struct AckIn {
 
 #[derive(Object)]
 pub struct ResolveIn {
+    #[oai(validator(max_length = 2000))]
     pub resolution: String,
     /// `resolved` (default) or `dismissed`.
+    #[oai(validator(max_length = 32))]
     pub status: Option<String>,
     pub version: Option<i64>,
 }
 
 #[derive(Object)]
 pub struct ExceptionStatusIn {
+    #[oai(validator(max_length = 32))]
     pub status: String,
+    #[oai(validator(max_length = 2000))]
     pub resolution: Option<String>,
     pub version: Option<i64>,
 }

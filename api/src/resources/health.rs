@@ -71,6 +71,8 @@ impl Api {
             "queue": queue,
             "scheduler": {"status": scheduler},
             "channels": channels,
+            // Configured or not; Stripe itself is not called from an unauthenticated probe.
+            "payments": {"status": if self.state.payments.enabled() { "up" } else { "disabled" }},
         });
         let h = Health {
             status: if degraded { "degraded" } else { "ok" }.into(),

@@ -23,26 +23,34 @@ pub struct Api {
 
 #[derive(Object)]
 pub struct ClientIn {
+    #[oai(validator(max_length = 200))]
     pub name: String,
+    #[oai(validator(max_length = 32))]
     pub phone: Option<String>,
+    #[oai(validator(max_length = 254))]
     pub email: Option<String>,
+    #[oai(validator(max_length = 64))]
     pub telegram: Option<String>,
+    #[oai(validator(max_length = 16))]
     pub preferred_channel: Option<String>,
 }
 
 #[derive(Object)]
 pub struct CreateInquiry {
     /// web, phone, telegram, email or partner.
+    #[oai(validator(max_length = 32))]
     pub source: String,
     /// An existing client; or give `client` and Virel finds or creates one by phone/email.
     pub client_id: Option<Uuid>,
     pub client: Option<ClientIn>,
     pub requested_start: Option<DateTime<Utc>>,
     pub duration_minutes: Option<i64>,
+    #[oai(validator(max_length = 500))]
     pub location: Option<String>,
     pub model_id: Option<Uuid>,
     pub budget: Option<Money>,
     pub preferences: Option<Value>,
+    #[oai(validator(max_length = 10000))]
     pub notes: Option<String>,
     pub assignee_id: Option<Uuid>,
 }
@@ -56,8 +64,10 @@ pub struct ProposalIn {
 #[derive(Object)]
 pub struct InquiryStatusIn {
     /// The target status.
+    #[oai(validator(max_length = 32))]
     pub status: String,
     /// Required for `lost`.
+    #[oai(validator(max_length = 2000))]
     pub reason: Option<String>,
     /// Required for `awaiting_client` unless the inquiry names a model and a start.
     pub proposal: Option<ProposalIn>,
@@ -72,6 +82,7 @@ pub struct ConvertIn {
     pub deposit: Option<Money>,
     pub start_at: Option<DateTime<Utc>>,
     pub duration_minutes: Option<i64>,
+    #[oai(validator(max_length = 500))]
     pub location: Option<String>,
 }
 

@@ -3,6 +3,7 @@
 pub mod action_center;
 mod audit;
 mod automation;
+mod availability;
 mod bookings;
 mod clients;
 mod exceptions;
@@ -11,6 +12,7 @@ mod inquiries;
 mod models;
 mod notes;
 pub mod notifications;
+pub mod payments;
 mod sla;
 pub mod system;
 mod tasks;
@@ -44,7 +46,13 @@ pub fn apis(state: Arc<AppState>) -> impl poem_openapi::OpenApi {
             system::Api { state: s() },
             health::Api { state: s() },
         ),
-        (action_center::Api { state: s() }, sla::Api { state: s() }, notifications::Api { state: s() }),
+        (
+            action_center::Api { state: s() },
+            sla::Api { state: s() },
+            payments::Api { state: s() },
+            notifications::Api { state: s() },
+        ),
+        availability::Api { state: s() },
     )
 }
 

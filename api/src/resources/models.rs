@@ -22,31 +22,45 @@ pub struct Api {
 #[derive(Object)]
 pub struct RateIn {
     pub duration_minutes: i64,
+    /// Minor units, 0 to 100,000,000.
+    #[oai(validator(minimum(value = "0"), maximum(value = "100000000")))]
     pub amount: i64,
+    #[oai(validator(max_length = 3))]
     pub currency: String,
 }
 
 #[derive(Object)]
 pub struct CreateModel {
+    #[oai(validator(max_length = 200))]
     pub name: String,
+    #[oai(validator(max_length = 200))]
     pub base_location: Option<String>,
+    #[oai(validator(max_items = 50, max_length = 35))]
     pub languages: Option<Vec<String>>,
     pub rates: Option<Vec<RateIn>>,
     pub attributes: Option<Value>,
+    #[oai(validator(max_length = 10000))]
     pub profile_text: Option<String>,
+    #[oai(validator(max_length = 80))]
     pub seo_slug: Option<String>,
 }
 
 #[derive(Object)]
 pub struct PatchModel {
+    #[oai(validator(max_length = 200))]
     pub name: Option<String>,
     /// active or inactive.
+    #[oai(validator(max_length = 32))]
     pub status: Option<String>,
+    #[oai(validator(max_length = 200))]
     pub base_location: Option<String>,
+    #[oai(validator(max_items = 50, max_length = 35))]
     pub languages: Option<Vec<String>>,
     pub rates: Option<Vec<RateIn>>,
     pub attributes: Option<Value>,
+    #[oai(validator(max_length = 10000))]
     pub profile_text: Option<String>,
+    #[oai(validator(max_length = 80))]
     pub seo_slug: Option<String>,
     pub version: Option<i64>,
 }

@@ -19,8 +19,10 @@ pub struct Api {
 #[derive(Object)]
 pub struct CreateNote {
     /// inquiry, booking, client, model, task, exception or payment.
+    #[oai(validator(max_length = 32))]
     pub subject_type: String,
     pub subject_id: Uuid,
+    #[oai(validator(max_length = 10000))]
     pub text: String,
 }
 

@@ -117,13 +117,16 @@ pub struct TemplateList {
 
 #[derive(Object)]
 pub struct TemplateIn {
+    #[oai(validator(max_length = 200))]
     pub name: String,
     /// telegram_diva, telegram_kesha, email or sms; omitted for every channel.
     pub channel: Option<String>,
     pub locale: Option<String>,
     /// The email subject (a template too).
+    #[oai(validator(max_length = 10000))]
     pub subject: Option<String>,
     /// minijinja, strict: `{{ client_name }}`; an unknown variable is refused (422).
+    #[oai(validator(max_length = 10000))]
     pub body: String,
     pub bot: Option<String>,
 }
@@ -132,12 +135,16 @@ pub struct TemplateIn {
 #[derive(Object)]
 pub struct ContactFields {
     /// E.164, `+447700900123` (SMS).
+    #[oai(validator(max_length = 32))]
     pub phone: Option<String>,
     /// A model's email (a user's is their login, shown here, changed on the user).
+    #[oai(validator(max_length = 254))]
     pub email: Option<String>,
     /// A Telegram chat id (digits) or `@handle`.
+    #[oai(validator(max_length = 64))]
     pub telegram: Option<String>,
     /// telegram, sms or email.
+    #[oai(validator(max_length = 16))]
     pub preferred_channel: Option<String>,
 }
 

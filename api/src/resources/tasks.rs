@@ -23,11 +23,14 @@ pub struct Api {
 pub struct CreateTask {
     /// confirm_booking, follow_up, deposit_reminder, notify_model, safety_check,
     /// contact_client or custom.
-    #[oai(rename = "type")]
+    #[oai(rename = "type", validator(max_length = 64))]
     pub kind: String,
+    #[oai(validator(max_length = 500))]
     pub title: Option<String>,
     /// critical, high, normal (default) or low.
+    #[oai(validator(max_length = 16))]
     pub priority: Option<String>,
+    #[oai(validator(max_length = 32))]
     pub subject_type: Option<String>,
     pub subject_id: Option<Uuid>,
     pub assignee_id: Option<Uuid>,
@@ -36,6 +39,7 @@ pub struct CreateTask {
 
 #[derive(Object)]
 pub struct StatusIn {
+    #[oai(validator(max_length = 32))]
     pub status: String,
     pub version: Option<i64>,
 }

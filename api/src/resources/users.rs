@@ -20,22 +20,27 @@ pub struct Api {
 
 #[derive(Object)]
 pub struct CreateUser {
+    #[oai(validator(max_length = 254))]
     pub email: String,
+    #[oai(validator(max_length = 200))]
     pub name: String,
     /// OWNER, OPS_MANAGER, OPERATOR, CONTENT_MANAGER or FINANCE.
+    #[oai(validator(max_length = 32))]
     pub role: String,
     /// At least 8 characters; stored as an argon2id hash.
-    #[oai(write_only)]
+    #[oai(write_only, validator(max_length = 256))]
     pub password: String,
 }
 
 #[derive(Object)]
 pub struct PatchUser {
+    #[oai(validator(max_length = 200))]
     pub name: Option<String>,
+    #[oai(validator(max_length = 32))]
     pub role: Option<String>,
     pub active: Option<bool>,
     pub on_duty: Option<bool>,
-    #[oai(write_only)]
+    #[oai(write_only, validator(max_length = 256))]
     pub password: Option<String>,
     pub version: Option<i64>,
 }

@@ -48,7 +48,7 @@ pub struct Execution {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 pub struct RuleInput {
     pub name: String,
     pub enabled: Option<bool>,
@@ -65,6 +65,7 @@ pub async fn load_rule(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Rule> {
 }
 
 fn check_input(r: &RuleInput) -> DomainResult<String> {
+    crate::validate::input(r)?;
     let name = require_text(Some(&r.name), "name")?;
     rules::validate(&r.trigger, &r.conditions, &r.actions)?;
     if r.trigger.is_empty() {

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::inquiries::validate_duration;
 use super::tasks::{self, NewTask};
 use super::{Money, PageReq, authorize, check_version, emit, one_of, require_text, snapshot, write_audit};
+use crate::availability::{self, Interval};
 use crate::error::{DomainError, DomainResult};
 use crate::machine::{BOOKING, BOOKING_HOLDS_TIME};
 use crate::policy::Permission;
@@ -17,7 +18,7 @@ use crate::rows::{Booking, Page, Payment};
 use crate::store::{Conn, Db, LockTable, Tx};
 use crate::{Ctx, new_id, now, q_all, q_exec, q_opt};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 pub struct NewBooking {
     pub client_id: Uuid,
     pub model_id: Uuid,
@@ -31,7 +32,7 @@ pub struct NewBooking {
     pub assignee_id: Option<Uuid>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct BookingTransition {
     pub status: String,
     pub reason: Option<String>,
@@ -52,6 +53,10 @@ pub(crate) struct NewBookingRow {
     pub status: &'static str,
     pub assignee_id: Option<Uuid>,
 }
+
+/// Targets that hold the model's time and that an override (`bookings:override`, with a
+/// reason) may force: past a missing deposit (`confirmed`) or the model's availability.
+const OVERRIDABLE: &[&str] = &["pending", "deposit_required", "confirmed"];
 
 #[derive(FromRow)]
 struct IdRow {
@@ -111,11 +116,13 @@ fn event_payload(b: &Booking) -> serde_json::Value {
 }
 
 pub(crate) async fn insert(tx: &mut Tx, ctx: &Ctx, b: NewBookingRow) -> DomainResult<Booking> {
+    crate::validate::opt_text("location", b.location.as_deref())?;
+    crate::validate::time("start_at", b.start_at)?;
     validate_duration(b.duration_minutes)?;
-    b.price.validate("price")?;
-    b.deposit.validate("deposit")?;
+    b.price.validate("price", &tx.settings().currencies)?;
+    b.deposit.validate("deposit", &tx.settings().currencies)?;
     if b.deposit.amount > b.price.amount {
-        return Err(DomainError::invalid("deposit.amount must not exceed price.amount"));
+        return Err(crate::validate::refuse("deposit.amount", "deposit.amount must not exceed price.amount"));
     }
     let client = super::clients::load(&mut tx.conn(), b.client_id)
         .await
@@ -136,6 +143,10 @@ pub(crate) async fn insert(tx: &mut Tx, ctx: &Ctx, b: NewBookingRow) -> DomainRe
     let end_at = b.start_at + Duration::minutes(b.duration_minutes);
     if BOOKING_HOLDS_TIME.contains(&b.status) {
         check_overlap(tx, b.model_id, id, b.start_at, end_at).await?;
+        // Created holding time (pending, or converted from an inquiry): she must be free.
+        if let Some(e) = availability::unavailable(tx, b.model_id, id, Interval::new(b.start_at, end_at)).await? {
+            return Err(e);
+        }
     }
     let mut conn = tx.conn();
     let at = now();
@@ -167,6 +178,7 @@ pub(crate) async fn insert(tx: &mut Tx, ctx: &Ctx, b: NewBookingRow) -> DomainRe
 
 pub async fn create(db: &Db, ctx: &Ctx, input: NewBooking) -> DomainResult<Booking> {
     authorize(db, ctx, Permission::BookingsWrite, "booking").await?;
+    crate::validate::input(&input)?;
     let status = match input.status.as_deref() {
         None | Some("draft") => "draft",
         Some("pending") => "pending",
@@ -238,7 +250,7 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: BookingTransition) -> D
     if !BOOKING.is_state(&t.status) {
         return Err(DomainError::invalid(format!("status must be one of: {}", BOOKING.states.join(", "))));
     }
-    if t.r#override && t.status == "confirmed" {
+    if t.r#override && OVERRIDABLE.contains(&t.status.as_str()) {
         authorize(db, ctx, Permission::BookingsOverride, "booking").await?;
     }
     let mut tx = db.begin().await?;
@@ -249,10 +261,11 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: BookingTransition) -> D
 
 /// The booking transition inside a caller's transaction (automation actions, quick actions).
 pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &BookingTransition) -> DomainResult<Booking> {
+    crate::validate::input(t)?;
     if !BOOKING.is_state(&t.status) {
         return Err(DomainError::invalid(format!("status must be one of: {}", BOOKING.states.join(", "))));
     }
-    if t.r#override && t.status == "confirmed" {
+    if t.r#override && OVERRIDABLE.contains(&t.status.as_str()) {
         ctx.require_quiet(Permission::BookingsOverride)?;
     }
     let before = load(&mut tx.conn(), id).await?;
@@ -329,6 +342,20 @@ pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &BookingTransiti
             cancellation_reason = Some(require_text(t.reason.as_deref(), "reason")?);
         }
         _ => {}
+    }
+    // Into a holding state (not the start itself): the model must be free for the time,
+    // unless overridden with a reason.
+    let mut availability_override = None;
+    if OVERRIDABLE.contains(&t.status.as_str())
+        && let Some(e) =
+            availability::unavailable(tx, before.model_id, id, Interval::new(before.start_at, before.end_at)).await?
+    {
+        if !t.r#override {
+            return Err(e);
+        }
+        let reason = require_text(t.reason.as_deref(), "reason")?;
+        override_reason = Some(reason.clone());
+        availability_override = Some(json!({"reason": reason, "to": t.status, "unavailable": e.details()}));
     }
     let n = q_exec!(
         &mut tx.conn(),
@@ -421,6 +448,10 @@ pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &BookingTransiti
     for (kind, p) in extra_events {
         let pid = p["payment_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).unwrap_or(id);
         emit(&mut conn, ctx, kind, "payment", pid, p).await?;
+    }
+    if let Some(o) = availability_override {
+        write_audit(&mut conn, ctx, "booking.availability_override", "booking", Some(id.to_string()), None, Some(o))
+            .await?;
     }
     write_audit(
         &mut conn,

@@ -13,7 +13,7 @@ use crate::rows::{Client, Page};
 use crate::store::{Conn, Db, Tx};
 use crate::{Ctx, new_id, now, q_all, q_exec, q_opt};
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct NewClient {
     pub name: String,
     pub phone: Option<String>,
@@ -25,7 +25,7 @@ pub struct NewClient {
     pub tags: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct ClientPatch {
     pub name: Option<String>,
     pub phone: Option<String>,
@@ -92,6 +92,7 @@ pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Client> {
 
 /// Inserts a client inside the caller's transaction (an inquiry may create its client).
 pub(crate) async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, input: &NewClient) -> DomainResult<Client> {
+    crate::validate::input(input)?;
     let name = require_text(Some(&input.name), "name")?;
     let c = contact(input.phone.as_deref(), input.email.as_deref(), input.telegram.as_deref())?;
     if let Some(ch) = &input.preferred_channel {
@@ -149,6 +150,7 @@ pub(crate) async fn find_duplicate(tx: &mut Tx, input: &NewClient) -> DomainResu
 
 pub async fn create(db: &Db, ctx: &Ctx, input: NewClient) -> DomainResult<Client> {
     authorize(db, ctx, Permission::ClientsWrite, "client").await?;
+    crate::validate::input(&input)?;
     let mut tx = db.begin().await?;
     if let Some(existing) = find_duplicate(&mut tx, &input).await? {
         return Err(DomainError::Duplicate(format!("client {} already has this phone or email", existing.id)));
@@ -166,6 +168,7 @@ pub async fn get(db: &Db, ctx: &Ctx, id: Uuid) -> DomainResult<Client> {
 
 pub async fn list(db: &Db, ctx: &Ctx, q: Option<String>, page: PageReq) -> DomainResult<Page<Client>> {
     authorize(db, ctx, Permission::ClientsRead, "client").await?;
+    crate::validate::opt_text("q", q.as_deref())?;
     let pattern = q.filter(|s| !s.trim().is_empty()).map(|s| format!("%{}%", s.trim().to_lowercase()));
     let rows = q_all!(
         &mut db.acquire().await?.conn(),
@@ -181,6 +184,7 @@ pub async fn list(db: &Db, ctx: &Ctx, q: Option<String>, page: PageReq) -> Domai
 
 pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, patch: ClientPatch) -> DomainResult<Client> {
     authorize(db, ctx, Permission::ClientsWrite, "client").await?;
+    crate::validate::input(&patch)?;
     let c = contact(patch.phone.as_deref(), patch.email.as_deref(), patch.telegram.as_deref())?;
     let mut tx = db.begin().await?;
     // One person is one client: a new phone or email may not be another client's. The same

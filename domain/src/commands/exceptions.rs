@@ -13,7 +13,7 @@ use crate::rows::{Exception, Page};
 use crate::store::{Conn, Db, Tx};
 use crate::{Ctx, new_id, now, q_all, q_exec, q_opt};
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct NewException {
     #[serde(rename = "type")]
     pub kind: String,
@@ -30,6 +30,7 @@ pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Exception> {
 }
 
 pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, e: NewException) -> DomainResult<Exception> {
+    crate::validate::input(&e)?;
     one_of(&e.kind, EXCEPTION_TYPES, "type")?;
     one_of(&e.severity, SEVERITIES, "severity")?;
     match (&e.subject_type, e.subject_id) {
@@ -43,6 +44,7 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, e: NewException) -> DomainRe
         super::users::load(conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
     }
     let title = e.title.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| e.kind.replace('_', " "));
+    crate::validate::text("title", &title)?;
     let id = new_id();
     let at = now();
     let due_at =

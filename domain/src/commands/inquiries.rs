@@ -17,7 +17,7 @@ use crate::rows::{Booking, Inquiry, Page};
 use crate::store::{Conn, Db, Tx};
 use crate::{Ctx, new_id, now, q_all, q_exec, q_opt};
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct NewInquiry {
     pub source: String,
     pub client_id: Option<Uuid>,
@@ -32,13 +32,13 @@ pub struct NewInquiry {
     pub assignee_id: Option<Uuid>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct Proposal {
     pub model_id: Uuid,
     pub start_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct InquiryTransition {
     pub status: String,
     pub reason: Option<String>,
@@ -46,7 +46,7 @@ pub struct InquiryTransition {
     pub version: Option<i64>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct Convert {
     pub model_id: Option<Uuid>,
     pub price: Money,
@@ -63,19 +63,21 @@ pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Inquiry> {
 
 pub fn validate_duration(d: i64) -> DomainResult<()> {
     if !(15..=24 * 60).contains(&d) {
-        return Err(DomainError::invalid("duration_minutes must be between 15 and 1440"));
+        return Err(crate::validate::refuse("duration_minutes", "duration_minutes must be between 15 and 1440"));
     }
     Ok(())
 }
 
 pub async fn create(db: &Db, ctx: &Ctx, input: NewInquiry) -> DomainResult<Inquiry> {
     authorize(db, ctx, Permission::InquiriesWrite, "inquiry").await?;
+    crate::validate::input(&input)?;
     one_of(&input.source, INQUIRY_SOURCES, "source")?;
+    crate::validate::opt_time("requested_start", input.requested_start)?;
     if let Some(d) = input.duration_minutes {
         validate_duration(d)?;
     }
     if let Some(b) = &input.budget {
-        b.validate("budget")?;
+        b.validate("budget", &db.settings().currencies)?;
     }
     if !matches!(input.preferences, None | Some(Value::Object(_))) {
         return Err(DomainError::invalid("preferences must be an object"));
@@ -220,6 +222,8 @@ pub async fn transition(db: &Db, ctx: &Ctx, id: Uuid, t: InquiryTransition) -> D
 
 /// The inquiry transition inside a caller's transaction.
 pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &InquiryTransition) -> DomainResult<Inquiry> {
+    crate::validate::input(t)?;
+    crate::validate::opt_time("proposal.start_at", t.proposal.as_ref().map(|p| p.start_at))?;
     if !INQUIRY.is_state(&t.status) {
         return Err(DomainError::invalid(format!("status must be one of: {}", INQUIRY.states.join(", "))));
     }
@@ -302,9 +306,11 @@ pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &InquiryTransiti
 pub async fn convert_to_booking(db: &Db, ctx: &Ctx, id: Uuid, c: Convert) -> DomainResult<Booking> {
     authorize(db, ctx, Permission::InquiriesWrite, "inquiry").await?;
     authorize(db, ctx, Permission::BookingsWrite, "booking").await?;
-    c.price.validate("price")?;
+    crate::validate::input(&c)?;
+    crate::validate::opt_time("start_at", c.start_at)?;
+    c.price.validate("price", &db.settings().currencies)?;
     if let Some(d) = &c.deposit {
-        d.validate("deposit")?;
+        d.validate("deposit", &db.settings().currencies)?;
     }
     let mut tx = db.begin().await?;
     let before = load(&mut tx.conn(), id).await?;

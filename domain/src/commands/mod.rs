@@ -14,9 +14,11 @@ pub mod maintenance;
 pub mod models;
 pub mod notes;
 pub mod notifications;
+pub mod payments;
 pub mod tasks;
 pub mod templates;
 pub mod users;
+pub mod webhooks_in;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -130,14 +132,11 @@ pub struct Money {
 }
 
 impl Money {
-    pub fn validate(&self, what: &str) -> DomainResult<()> {
-        if self.amount < 0 {
-            return Err(DomainError::invalid(format!("{what}.amount must not be negative")));
-        }
-        if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
-            return Err(DomainError::invalid(format!("{what}.currency must be an ISO 4217 code such as GBP")));
-        }
-        Ok(())
+    /// Within the documented bounds (`validate`): 0 to `MAX_AMOUNT` minor units, an ISO 4217
+    /// code the agency accepts (`accepted`, from the settings). `what` names the field.
+    pub fn validate(&self, what: &str, accepted: &[String]) -> DomainResult<()> {
+        crate::validate::amount(&format!("{what}.amount"), self.amount)?;
+        crate::validate::currency(&format!("{what}.currency"), &self.currency, accepted)
     }
 }
 
@@ -166,10 +165,14 @@ impl PageReq {
     }
 }
 
+/// A required text: present, not blank, without NUL and within its limit (`validate`).
 pub fn require_text(value: Option<&str>, what: &str) -> DomainResult<String> {
     match value.map(str::trim) {
-        Some(s) if !s.is_empty() => Ok(s.to_string()),
-        _ => Err(DomainError::invalid(format!("{what} is required"))),
+        Some(s) if !s.is_empty() => {
+            crate::validate::text(what, s)?;
+            Ok(s.to_string())
+        }
+        _ => Err(crate::validate::refuse(what, format!("{what} is required"))),
     }
 }
 
@@ -177,7 +180,7 @@ pub fn one_of(value: &str, allowed: &[&str], what: &str) -> DomainResult<()> {
     if allowed.contains(&value) {
         Ok(())
     } else {
-        Err(DomainError::invalid(format!("{what} must be one of: {}", allowed.join(", "))))
+        Err(crate::validate::refuse(what, format!("{what} must be one of: {}", allowed.join(", "))))
     }
 }
 

@@ -19,7 +19,7 @@ pub struct Rate {
     pub currency: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct NewModel {
     pub name: String,
     pub base_location: Option<String>,
@@ -32,7 +32,7 @@ pub struct NewModel {
     pub seo_slug: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct ModelPatch {
     pub name: Option<String>,
     pub status: Option<String>,
@@ -45,12 +45,19 @@ pub struct ModelPatch {
     pub version: Option<i64>,
 }
 
-fn validate_rates(rates: &[Rate]) -> DomainResult<()> {
+fn validate_rates(rates: &[Rate], accepted: &[String]) -> DomainResult<()> {
+    if rates.len() > crate::validate::MAX_ITEMS {
+        return Err(crate::validate::refuse(
+            "rates",
+            format!("rates must have at most {} items", crate::validate::MAX_ITEMS),
+        ));
+    }
     for (i, r) in rates.iter().enumerate() {
         if !(15..=24 * 60).contains(&r.duration_minutes) {
-            return Err(DomainError::invalid(format!("rates[{i}].duration_minutes must be 15 to 1440")));
+            let field = format!("rates[{i}].duration_minutes");
+            return Err(crate::validate::refuse(&field, format!("{field} must be 15 to 1440")));
         }
-        super::Money { amount: r.amount, currency: r.currency.clone() }.validate(&format!("rates[{i}]"))?;
+        super::Money { amount: r.amount, currency: r.currency.clone() }.validate(&format!("rates[{i}]"), accepted)?;
     }
     Ok(())
 }
@@ -79,8 +86,9 @@ pub async fn load(conn: &mut Conn<'_>, id: Uuid) -> DomainResult<Model> {
 
 pub async fn create(db: &Db, ctx: &Ctx, input: NewModel) -> DomainResult<Model> {
     authorize(db, ctx, Permission::ModelsWrite, "model").await?;
+    crate::validate::input(&input)?;
     let name = require_text(Some(&input.name), "name")?;
-    validate_rates(&input.rates)?;
+    validate_rates(&input.rates, &db.settings().currencies)?;
     validate_slug(&input.seo_slug)?;
     validate_attributes(&input.attributes)?;
     let id = new_id();
@@ -132,8 +140,9 @@ pub async fn list(db: &Db, ctx: &Ctx, status: Option<String>, page: PageReq) -> 
 
 pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, p: ModelPatch) -> DomainResult<Model> {
     authorize(db, ctx, Permission::ModelsWrite, "model").await?;
+    crate::validate::input(&p)?;
     if let Some(r) = &p.rates {
-        validate_rates(r)?;
+        validate_rates(r, &db.settings().currencies)?;
     }
     if let Some(s) = &p.status {
         one_of(s, &["active", "inactive"], "status")?;

@@ -12,7 +12,7 @@ use crate::rows::Note;
 use crate::store::{Conn, Db};
 use crate::{Ctx, new_id, now, q_exec, q_opt};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 pub struct NewNote {
     pub subject_type: String,
     pub subject_id: Uuid,
@@ -20,10 +20,8 @@ pub struct NewNote {
 }
 
 pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, n: NewNote) -> DomainResult<Note> {
+    crate::validate::input(&n)?;
     let text = require_text(Some(&n.text), "text")?;
-    if text.len() > 10_000 {
-        return Err(DomainError::invalid("text must be at most 10000 characters"));
-    }
     check_subject(conn, &n.subject_type, n.subject_id).await?;
     let id = new_id();
     q_exec!(
@@ -68,6 +66,7 @@ async fn check_visible(db: &Db, ctx: &Ctx, n: &NewNote) -> DomainResult<()> {
 
 pub async fn create(db: &Db, ctx: &Ctx, n: NewNote) -> DomainResult<Note> {
     authorize(db, ctx, Permission::NotesWrite, "note").await?;
+    crate::validate::input(&n)?;
     check_visible(db, ctx, &n).await?;
     let mut tx = db.begin().await?;
     let row = insert(&mut tx.conn(), ctx, n).await?;

@@ -13,7 +13,7 @@ use crate::rows::{Page, Task};
 use crate::store::{Conn, Db, Tx};
 use crate::{Ctx, new_id, now, q_all, q_exec, q_opt};
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct NewTask {
     #[serde(rename = "type")]
     pub kind: String,
@@ -25,7 +25,7 @@ pub struct NewTask {
     pub due_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct TaskTransition {
     pub status: String,
     pub version: Option<i64>,
@@ -70,6 +70,8 @@ fn default_title(kind: &str) -> String {
 
 /// Inserts a task inside the caller's transaction (bookings and automation create tasks too).
 pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> DomainResult<Task> {
+    crate::validate::input(&t)?;
+    crate::validate::opt_time("due_at", t.due_at)?;
     one_of(&t.kind, TASK_TYPES, "type")?;
     let priority = t.priority.clone().unwrap_or_else(|| "normal".into());
     one_of(&priority, PRIORITIES, "priority")?;
@@ -84,9 +86,7 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> DomainResult<
         super::users::load(conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
     }
     let title = t.title.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| default_title(&t.kind));
-    if title.len() > 500 {
-        return Err(DomainError::invalid("title must be at most 500 characters"));
-    }
+    crate::validate::text("title", &title)?;
     let id = new_id();
     let at = now();
     // No deadline given: the SLA policy of its type sets one.

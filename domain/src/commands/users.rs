@@ -28,7 +28,7 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 pub struct NewUser {
     pub email: String,
     pub name: String,
@@ -36,7 +36,7 @@ pub struct NewUser {
     pub password: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 pub struct UserPatch {
     pub name: Option<String>,
     pub role: Option<String>,
@@ -54,7 +54,7 @@ fn parse_role(r: &str) -> DomainResult<Role> {
 
 fn check_password(p: &str) -> DomainResult<()> {
     if p.chars().count() < 8 || p.len() > 256 {
-        return Err(DomainError::invalid("password must be 8 to 256 characters"));
+        return Err(crate::validate::refuse("password", "password must be 8 to 256 characters"));
     }
     Ok(())
 }
@@ -76,9 +76,11 @@ pub(crate) async fn insert_hashed(
     role: Role,
     password_hash: &str,
 ) -> DomainResult<User> {
+    crate::validate::text("email", email)?;
+    crate::validate::text("name", name)?;
     let email = email.trim().to_lowercase();
     if !email.contains('@') {
-        return Err(DomainError::invalid("email must be an email address"));
+        return Err(crate::validate::refuse("email", "email must be an email address"));
     }
     let id = new_id();
     let at = now();
@@ -101,6 +103,7 @@ pub(crate) async fn insert_hashed(
 
 pub async fn create(db: &Db, ctx: &Ctx, input: NewUser) -> DomainResult<User> {
     authorize(db, ctx, Permission::UsersManage, "user").await?;
+    crate::validate::input(&input)?;
     let role = parse_role(&input.role)?;
     let name = require_text(Some(&input.name), "name")?;
     check_password(&input.password)?;
@@ -133,6 +136,7 @@ pub async fn get_self(db: &Db, id: Uuid) -> DomainResult<User> {
 
 pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, p: UserPatch) -> DomainResult<User> {
     authorize(db, ctx, Permission::UsersManage, "user").await?;
+    crate::validate::input(&p)?;
     let role = p.role.as_deref().map(parse_role).transpose()?;
     let hash = match &p.password {
         Some(pw) => {

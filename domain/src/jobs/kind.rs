@@ -262,6 +262,8 @@ pub struct JobCx {
     pub db: Db,
     pub queues: Arc<dyn QueueBackend>,
     pub notifier: Arc<dyn Notifier>,
+    /// The payment provider (None: payments disabled).
+    pub payments: crate::payments::Payments,
     pub custom: Arc<HashMap<String, CustomHandler>>,
     pub job_id: Uuid,
     /// Attempts made before this one.

@@ -21,7 +21,11 @@ pub fn registry() -> Registry {
         .register::<SlaSweep>()
         .register::<BookingClock>()
         .register::<Retention>()
-        .register::<Custom>();
+        .register::<Custom>()
+        .register::<super::payments::StripeEvent>()
+        .register::<super::payments::StripeRefund>()
+        .register::<super::payments::StripeReconcile>()
+        .register::<super::availability::AvailabilityExpand>();
     r
 }
 
@@ -33,6 +37,7 @@ pub fn for_event(e: &DomainEvent) -> Vec<Job> {
         let critical = e.payload.0.get("critical").and_then(Value::as_bool).unwrap_or(false);
         jobs.push(Job::new(&SendNotification { notification_id: e.subject_id, critical }));
     }
+    jobs.extend(super::payments::for_event(e));
     jobs
 }
 
