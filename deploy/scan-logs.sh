@@ -4,8 +4,9 @@
 #   bash deploy/scan-logs.sh DIR...      (deploy/test.sh runs it on VIREL_TEST_LOG_DIR)
 #
 # Looks for: JWTs (`eyJ` + base64url `.` base64url), the demo password, bearer credentials,
-# refresh tokens and session cookies with their values, Stripe keys and webhook secrets, and the
-# test suite's phone numbers in full. Each hit is printed with its file and line, the secret itself cut short. An empty
+# refresh tokens and session cookies with their values, Stripe keys and webhook secrets, the
+# notification tests' provider tokens, keys and SMTP password, and the test suite's phone
+# numbers in full. Each hit is printed with its file and line, the secret itself cut short. An empty
 # directory fails as well: a scan that read no log would pass for nothing.
 set -euo pipefail
 
@@ -20,6 +21,7 @@ patterns=(
   'phone|\+?447700900123|\+?447700900987|\+?15551234567'
   'stripe key|(sk|rk)_(test|live)_[A-Za-z0-9_]{8,}'
   'webhook secret|whsec_[A-Za-z0-9_]{8,}'
+  'provider secret|DIVA-bot-token-secret|KESHA-bot-token-secret|twilio-auth-token-secret|smtp-pass-hunter2|re_resend-key-secret'
 )
 
 files=()

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use virel_domain::jobs::{Queue, RetrySettings};
+use virel_workers::notify::ChannelsConfig;
 use virel_workers::{Liveness, WorkerConfig};
 
 /// The variables Virel reads, each with its `virel.toml` key.
@@ -48,6 +49,19 @@ const SETTINGS: &[&str] = &[
     "VIREL_LOG_FORMAT",
     "RUST_LOG",
     "HOSTNAME",
+    "TELEGRAM_API_BASE",
+    "TELEGRAM_DIVA_TOKEN",
+    "TELEGRAM_KESHA_TOKEN",
+    "SMTP_URL",
+    "EMAIL_FROM",
+    "RESEND_API_KEY",
+    "RESEND_API_BASE",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_FROM",
+    "TWILIO_MESSAGING_SERVICE_SID",
+    "TWILIO_API_BASE",
+    "VIREL_NOTIFY_FALLBACK",
     "STRIPE_SECRET_KEY",
     "STRIPE_WEBHOOK_SECRET",
     "STRIPE_API_BASE",
@@ -55,8 +69,18 @@ const SETTINGS: &[&str] = &[
     "VIREL_WEBHOOK_ALLOW_PRIVATE",
 ];
 
-/// Settings that may only come from the environment.
-const SECRETS: &[&str] = &["JWT_SECRET", "VIREL_ADMIN_PASSWORD", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"];
+/// Settings that may only come from the environment (SMTP_URL may hold a password).
+const SECRETS: &[&str] = &[
+    "JWT_SECRET",
+    "VIREL_ADMIN_PASSWORD",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "TELEGRAM_DIVA_TOKEN",
+    "TELEGRAM_KESHA_TOKEN",
+    "TWILIO_AUTH_TOKEN",
+    "RESEND_API_KEY",
+    "SMTP_URL",
+];
 
 /// A secret setting: its `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -147,6 +171,8 @@ pub struct Config {
     /// This machine's name, in worker and scheduler names.
     pub host: String,
     pub stripe: StripeConfig,
+    /// The notification channels' providers and credentials.
+    pub channels: ChannelsConfig,
 }
 
 /// Where settings come from: the environment first, then the file.
@@ -280,6 +306,22 @@ impl Config {
         if timezone.parse::<chrono_tz::Tz>().is_err() {
             bail!("{} must be an IANA time zone such as Europe/London (got {timezone:?})", s.where_("VIREL_TIMEZONE"));
         }
+        let notify_fallback = match s.get("VIREL_NOTIFY_FALLBACK") {
+            None => dd.notify_fallback.clone(),
+            Some(v) => {
+                let order: Vec<String> =
+                    v.split(',').map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()).collect();
+                let known = ["telegram", "telegram_diva", "telegram_kesha", "sms", "email"];
+                if let Some(bad) = order.iter().find(|c| !known.contains(&c.as_str())) {
+                    bail!(
+                        "{} must be a comma-separated list of {} (got {bad:?})",
+                        s.where_("VIREL_NOTIFY_FALLBACK"),
+                        known.join(", ")
+                    );
+                }
+                order
+            }
+        };
         let currencies = match s.get("VIREL_CURRENCIES") {
             None => dd.currencies,
             Some(v) => virel_domain::validate::parse_currencies(&v).map_err(|e| {
@@ -323,12 +365,27 @@ impl Config {
             travel_buffer_minutes: s.num("VIREL_TRAVEL_BUFFER_MINUTES", dd.travel_buffer_minutes)?,
             availability_weeks: s.positive("VIREL_AVAILABILITY_WEEKS", dd.availability_weeks)?,
             webhook_allow_private: s.flag("VIREL_WEBHOOK_ALLOW_PRIVATE")?,
+            notify_fallback,
         };
         if !(0..=24 * 60).contains(&domain.travel_buffer_minutes) {
             bail!("{} must be 0 to 1440 minutes", s.where_("VIREL_TRAVEL_BUFFER_MINUTES"));
         }
         if domain.availability_weeks > 104 {
             bail!("{} must be 1 to 104 weeks", s.where_("VIREL_AVAILABILITY_WEEKS"));
+        }
+        let base = |var: &str| -> anyhow::Result<Option<String>> {
+            match s.get(var) {
+                Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                    bail!("{} must start with http:// or https://", s.where_(var))
+                }
+                other => Ok(other.map(|u| u.trim_end_matches('/').to_string())),
+            }
+        };
+        if let Some(u) = s.get("SMTP_URL")
+            && !(u.starts_with("smtp://") || u.starts_with("smtps://"))
+        {
+            // Never repeat the value: it may hold a password.
+            bail!("SMTP_URL must start with smtp:// or smtps://");
         }
         let log_format = match s.get("VIREL_LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -378,11 +435,26 @@ impl Config {
             domain,
             sla_sweep_secs: s.positive("VIREL_SLA_SWEEP_SECS", 30)?,
             trust_proxy: s.flag("VIREL_TRUST_PROXY")?,
-            public_url,
+            public_url: public_url.clone(),
             log_filter: s.get("RUST_LOG").unwrap_or_else(|| "info,sqlx=warn,poem=warn".into()),
             log_format,
             host: s.get("HOSTNAME").unwrap_or_else(|| "virel".into()),
             stripe,
+            channels: ChannelsConfig {
+                telegram_api_base: base("TELEGRAM_API_BASE")?,
+                telegram_diva_token: s.get("TELEGRAM_DIVA_TOKEN"),
+                telegram_kesha_token: s.get("TELEGRAM_KESHA_TOKEN"),
+                smtp_url: s.get("SMTP_URL"),
+                email_from: s.get("EMAIL_FROM"),
+                resend_api_key: s.get("RESEND_API_KEY"),
+                resend_api_base: base("RESEND_API_BASE")?,
+                twilio_account_sid: s.get("TWILIO_ACCOUNT_SID"),
+                twilio_auth_token: s.get("TWILIO_AUTH_TOKEN"),
+                twilio_from: s.get("TWILIO_FROM"),
+                twilio_messaging_service_sid: s.get("TWILIO_MESSAGING_SERVICE_SID"),
+                twilio_api_base: base("TWILIO_API_BASE")?,
+                twilio_status_callback: public_url.as_ref().map(|u| format!("{u}/api/v1/webhooks/twilio")),
+            },
         })
     }
 
@@ -443,6 +515,19 @@ impl Config {
             secure_cookies: self.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
             public_origin: self.public_url.as_deref().map(origin_of),
         }
+    }
+
+    /// The notification channels' settings, for the workers' providers.
+    pub fn channels(&self) -> ChannelsConfig {
+        self.channels.clone()
+    }
+
+    /// What the API needs to verify Twilio's status callbacks (when SMS is configured).
+    pub fn twilio_hook(&self) -> Option<virel_api::TwilioHook> {
+        self.channels
+            .twilio_auth_token
+            .as_ref()
+            .map(|t| virel_api::TwilioHook { auth_token: t.clone(), url: self.channels.twilio_status_callback.clone() })
     }
 
     /// Payments: the Stripe client when a secret key is set (else disabled), and the webhook
@@ -613,6 +698,36 @@ mod tests {
         assert_eq!(c.stripe.api_base, "http://127.0.0.1:9");
         let shown = format!("{c:?} {p:?}");
         assert!(!shown.contains("supersecret"), "{shown}");
+    }
+
+    #[test]
+    fn channel_settings_are_read_and_secrets_stay_out_of_files() {
+        let c = Config::from_sources(
+            env(&[
+                ("TELEGRAM_DIVA_TOKEN", "123:abc"),
+                ("TELEGRAM_API_BASE", "http://127.0.0.1:9/"),
+                ("VIREL_NOTIFY_FALLBACK", "sms, email"),
+                ("VIREL_PUBLIC_URL", "https://ops.example.com"),
+                ("TWILIO_AUTH_TOKEN", "tok"),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.channels.telegram_diva_token.as_deref(), Some("123:abc"));
+        assert_eq!(c.channels.telegram_api_base.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(c.domain.notify_fallback, vec!["sms".to_string(), "email".to_string()]);
+        assert_eq!(c.twilio_hook().unwrap().url.as_deref(), Some("https://ops.example.com/api/v1/webhooks/twilio"));
+        assert!(!format!("{:?}", c.channels).contains("123:abc"));
+        for (file, needle) in [
+            ("smtp_url = \"smtp://u:p@h\"", "SMTP_URL in the environment"),
+            ("telegram_kesha_token = \"x\"", "TELEGRAM_KESHA_TOKEN in the environment"),
+            ("notify_fallback = \"pigeon\"", "comma-separated"),
+        ] {
+            let err = Config::from_sources(HashMap::new(), Some(("virel.toml".into(), file))).unwrap_err();
+            assert!(format!("{err:#}").contains(needle), "{file}: {err:#}");
+        }
+        let err = Config::from_sources(env(&[("SMTP_URL", "mail://user:hunter2@h")]), None).unwrap_err();
+        assert!(!format!("{err:#}").contains("hunter2"));
     }
 
     #[test]

@@ -144,9 +144,14 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
             }
         }
     };
+    // The channels' providers, built from the configuration (a channel without its
+    // credentials is disabled, and says so in /health).
+    let channels = virel_workers::notify::Channels::from_config(&cfg.channels())?;
     if let (Some(_), Some(queues)) = (&workers, &queues) {
         let rt = Arc::new(
-            virel_workers::Runtime::new(db.clone(), queues.clone(), wcfg.retry.clone()).with_payments(payments.clone()),
+            virel_workers::Runtime::new(db.clone(), queues.clone(), wcfg.retry.clone())
+                .with_payments(payments.clone())
+                .with_notifier(Arc::new(channels.clone())),
         );
         let stop = stop_rx.clone();
         tasks.spawn(async move { virel_workers::run(rt, wcfg, stop).await });
@@ -161,6 +166,8 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
         state.queues = queues.clone().map(|q| Arc::new(q) as Arc<dyn virel_domain::jobs::QueueBackend>);
         state.settings = cfg.api();
         state.payments = payments.clone();
+        state.channels = channels.status();
+        state.twilio = cfg.twilio_hook();
 
         let state = state.shared();
 

@@ -52,6 +52,25 @@ pub struct AppState {
     pub settings: ApiSettings,
     /// The payment provider and webhook secrets (payments disabled without a provider).
     pub payments: virel_domain::payments::Payments,
+    /// The notification channels as `/health` shows them (all disabled unless the binary
+    /// says otherwise).
+    pub channels: Vec<virel_domain::commands::notifications::ChannelState>,
+    /// Verifies Twilio's status callbacks; None when SMS is not configured.
+    pub twilio: Option<TwilioHook>,
+}
+
+/// What `POST /api/v1/webhooks/twilio` needs: the auth token that signs the callbacks and the
+/// URL Twilio was given (else the request's own).
+#[derive(Clone)]
+pub struct TwilioHook {
+    pub auth_token: String,
+    pub url: Option<String>,
+}
+
+impl std::fmt::Debug for TwilioHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioHook").field("auth_token", &"***").field("url", &self.url).finish()
+    }
 }
 
 impl AppState {
@@ -64,6 +83,8 @@ impl AppState {
             hub: Arc::new(realtime::Hub::default()),
             live_redis: None,
             settings: ApiSettings::default(),
+            channels: virel_domain::commands::notifications::all_disabled(),
+            twilio: None,
             payments: virel_domain::payments::Payments::disabled(),
         }
     }
@@ -137,6 +158,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
             make_sync(move |_| Response::builder().content_type("application/json").body(spec.clone())),
         )
         .at("/api/v1/ws", get(resources::action_center::ws))
+        .at("/api/v1/webhooks/twilio", post(resources::notifications::twilio_webhook))
         .at("/api/v1/webhooks/stripe", post(resources::payments::stripe_webhook))
         .nest("/api/v1", service)
         .nest("/docs", docs)

@@ -487,7 +487,9 @@ pub async fn confirm(db: &Db, ctx: &Ctx, kind: &str, id: Uuid) -> DomainResult<I
 }
 
 /// Contact: a templated message to the client of the item's subject, on the client's
-/// preferred channel, and a note saying so on the subject.
+/// preferred channel (falling back along the configured order). The note on the subject is
+/// written when the outcome is known: "Contacted the client by ..." once a provider accepted
+/// the message, "Could not contact the client ..." when every channel failed, never before.
 pub async fn contact(
     db: &Db,
     ctx: &Ctx,
@@ -498,12 +500,6 @@ pub async fn contact(
     let it = visible_item(db, ctx, kind, id).await?;
     authorize(db, ctx, Permission::NotesWrite, "note").await?;
     let template = template.unwrap_or_else(|| "contact_client".into());
-    if !notifications::TEMPLATES.iter().any(|(n, _)| *n == template) {
-        return Err(DomainError::invalid(format!(
-            "template must be one of: {}",
-            notifications::TEMPLATES.iter().map(|t| t.0).collect::<Vec<_>>().join(", ")
-        )));
-    }
     let Some(subject) = it.subject.clone() else {
         return Err(DomainError::GuardFailed {
             guard: "client_subject",
@@ -511,31 +507,36 @@ pub async fn contact(
         });
     };
     let mut tx = db.begin().await?;
-    let mut conn = tx.conn();
+    if !crate::commands::templates::exists(&mut tx.conn(), &template).await? {
+        return Err(DomainError::invalid(format!("unknown template {template}")));
+    }
     #[derive(sqlx::FromRow)]
     struct ClientRef {
         client_id: Uuid,
         start_at: Option<DateTime<Utc>>,
     }
-    let client = match subject.kind.as_str() {
-        "booking" => {
-            q_opt!(&mut conn, ClientRef, "SELECT client_id, start_at FROM bookings WHERE id = $1", subject.id)?
+    let client = {
+        let mut conn = tx.conn();
+        match subject.kind.as_str() {
+            "booking" => {
+                q_opt!(&mut conn, ClientRef, "SELECT client_id, start_at FROM bookings WHERE id = $1", subject.id)?
+            }
+            "inquiry" => q_opt!(
+                &mut conn,
+                ClientRef,
+                "SELECT client_id, requested_start AS start_at FROM inquiries WHERE id = $1",
+                subject.id
+            )?,
+            "client" => Some(ClientRef { client_id: subject.id, start_at: None }),
+            _ => None,
         }
-        "inquiry" => q_opt!(
-            &mut conn,
-            ClientRef,
-            "SELECT client_id, requested_start AS start_at FROM inquiries WHERE id = $1",
-            subject.id
-        )?,
-        "client" => Some(ClientRef { client_id: subject.id, start_at: None }),
-        _ => None,
     }
     .ok_or_else(|| DomainError::GuardFailed {
         guard: "client_subject",
         message: "the item's subject has no client".into(),
     })?;
-    let n = notifications::queue(
-        &mut conn,
+    let mut sent = notifications::queue(
+        &mut tx,
         ctx,
         Message {
             channel: "preferred",
@@ -544,20 +545,13 @@ pub async fn contact(
             client_id: Some(client.client_id),
             vars: json!({"start_at": client.start_at, "title": it.title}),
             subject: (subject.kind.clone(), subject.id),
-        },
-    )
-    .await?;
-    notes::insert(
-        &mut conn,
-        ctx,
-        NewNote {
-            subject_type: subject.kind.clone(),
-            subject_id: subject.id,
-            text: format!("Contacted the client by {} ({})", n.channel, template),
+            note_on_outcome: true,
+            ..Default::default()
         },
     )
     .await?;
     tx.commit().await?;
+    let n = sent.pop().ok_or_else(|| DomainError::invalid("the client has no address to send to"))?;
     Ok((reload(db, kind, id).await?, n))
 }
 

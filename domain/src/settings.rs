@@ -17,6 +17,9 @@ pub struct Settings {
     /// `VIREL_WEBHOOK_ALLOW_PRIVATE`: outgoing webhooks may target loopback and private
     /// addresses (tests, on-premises installs); the metadata address stays refused.
     pub webhook_allow_private: bool,
+    /// The order notifications fall back along when a channel is disabled or refuses
+    /// (`telegram`, `sms`, `email`; `telegram` is the bot of the recipient's audience).
+    pub notify_fallback: Vec<String>,
 }
 
 impl Default for Settings {
@@ -28,6 +31,7 @@ impl Default for Settings {
             travel_buffer_minutes: 30,
             availability_weeks: 8,
             webhook_allow_private: false,
+            notify_fallback: vec!["telegram".into(), "sms".into(), "email".into()],
         }
     }
 }

@@ -74,6 +74,11 @@ pub struct WorkerOptions {
     /// `VIREL_WEBHOOK_ALLOW_PRIVATE`: outgoing webhooks may target loopback and private
     /// addresses (a subscriber on 127.0.0.1 in the test).
     pub webhook_allow_private: bool,
+    /// The notification channels the workers send through (every one disabled when None);
+    /// `/health` shows their state.
+    pub channels: Option<virel_workers::notify::Channels>,
+    /// Verifies Twilio's status callbacks at `/webhooks/twilio`.
+    pub twilio: Option<virel_api::TwilioHook>,
 }
 
 impl Default for WorkerOptions {
@@ -86,6 +91,8 @@ impl Default for WorkerOptions {
             sweep_secs: 30,
             payments: virel_domain::payments::Payments::disabled(),
             webhook_allow_private: false,
+            channels: None,
+            twilio: None,
         }
     }
 }
@@ -238,6 +245,10 @@ impl TestApp {
         };
         let mut rt = virel_workers::Runtime::new(db.clone(), queues.clone(), opts.retry.clone())
             .with_payments(opts.payments.clone());
+        let channel_state = opts.channels.as_ref().map(|c| c.status());
+        if let Some(c) = opts.channels.clone() {
+            rt = rt.with_notifier(std::sync::Arc::new(c));
+        }
         for (name, h) in opts.handlers {
             rt = rt.with_handler(&name, h);
         }
@@ -259,7 +270,9 @@ impl TestApp {
             }));
         }
 
-        let mut app = Self::serve(engine, db, guard.0, Some(queues.clone()), opts.payments).await;
+        let mut app =
+            Self::serve_with(engine, db, guard.0, Some(queues.clone()), opts.payments, channel_state, opts.twilio)
+                .await;
         app.queues = Some(queues);
         app.runtime = Some(rt);
         app.stop = Some(stop_tx);
@@ -292,8 +305,24 @@ impl TestApp {
         queues: Option<virel_workers::Queues>,
         payments: virel_domain::payments::Payments,
     ) -> TestApp {
+        Self::serve_with(engine, db, guard, queues, payments, None, None).await
+    }
+
+    async fn serve_with(
+        engine: Engine,
+        db: Db,
+        guard: Guard,
+        queues: Option<virel_workers::Queues>,
+        payments: virel_domain::payments::Payments,
+        channels: Option<Vec<virel_domain::commands::notifications::ChannelState>>,
+        twilio: Option<virel_api::TwilioHook>,
+    ) -> TestApp {
         let mut state = virel_api::AppState::new(db.clone(), b"test-secret-test-secret-test-secret!");
         state.payments = payments;
+        if let Some(c) = channels {
+            state.channels = c;
+        }
+        state.twilio = twilio;
         if let Some(q) = queues {
             state.live_redis = q.live_channel();
             state.queues = Some(std::sync::Arc::new(q));

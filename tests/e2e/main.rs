@@ -23,6 +23,7 @@ mod domain_fixes;
 mod edge_security;
 mod fake_stripe;
 mod first_start;
+mod notifications;
 mod payments;
 mod scaled;
 mod security;

@@ -163,14 +163,16 @@ impl Runtime {
             Err(panic) => JobError::Transient(format!("the handler panicked: {}", panic_message(&panic))),
         };
         let attempts = job.attempt + 1;
-        let (message, permanent) = match failure {
-            JobError::Transient(m) => (m, false),
-            JobError::Permanent(m) => (m, true),
+        let (message, permanent, at_least) = match failure {
+            JobError::Transient(m) => (m, false, Duration::ZERO),
+            JobError::Permanent(m) => (m, true, Duration::ZERO),
+            JobError::RetryAfter(d, m) => (m, false, d),
         };
         self.count(queue, |c| c.failed += 1);
         let retry = self.registry.retry(&job.kind, &self.retry);
         if !permanent && attempts < retry.attempts {
-            let delay = retry.backoff(attempts);
+            // A provider's rate limit says how long to wait at least.
+            let delay = retry.backoff(attempts).max(at_least);
             tracing::warn!(job = %job.id, kind = %job.kind, attempt = attempts, ?delay, error = %message, "job failed; retrying");
             let next = Job { attempt: attempts, ..job.clone() };
             // If the queue is down too, the error goes to apalis, which keeps the job.

@@ -56,6 +56,21 @@ pub struct Timeline {
     /// Domain events of the booking, oldest first.
     pub events: Vec<EventOut>,
     pub notes: Vec<NoteOut>,
+    /// Messages about the booking: channel, template, status, attempts, error; oldest first.
+    pub notifications: Vec<TimelineNotification>,
+}
+
+#[derive(Object)]
+pub struct TimelineNotification {
+    pub id: Uuid,
+    pub channel: String,
+    pub template: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub fallback_of: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(ApiResponse)]
@@ -152,6 +167,21 @@ impl Api {
             booking: self.out(&auth, booking).await?,
             events: t.events.into_iter().map(|e| EventOut::new(e, v)).collect(),
             notes: t.notes.into_iter().map(Into::into).collect(),
+            notifications: t
+                .notifications
+                .into_iter()
+                .map(|n| TimelineNotification {
+                    id: n.id,
+                    channel: n.channel,
+                    template: n.template,
+                    status: n.status,
+                    attempts: n.attempts,
+                    last_error: n.last_error,
+                    fallback_of: n.fallback_of,
+                    created_at: n.created_at,
+                    updated_at: n.updated_at,
+                })
+                .collect(),
         }))
     }
 }

@@ -6,7 +6,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde_json::{Value, json};
 
-use virel_domain::commands::{maintenance, notifications};
+use virel_domain::commands::maintenance;
 
 use crate::{ApiTags, AppState};
 
@@ -57,16 +57,14 @@ impl Api {
                 "down"
             }
         };
-        let channels: serde_json::Map<String, Value> = match notifications::channel_status() {
-            Value::Object(m) => m
-                .into_iter()
-                .map(|(k, v)| {
-                    let status = if v["status"] == "disabled" { "disabled" } else { "up" };
-                    (k, json!({"status": status}))
-                })
-                .collect(),
-            _ => Default::default(),
-        };
+        // Each channel `up` (with its provider) or `disabled` (with the settings that enable
+        // it): names of settings, never their values.
+        let channels: serde_json::Map<String, Value> = self
+            .state
+            .channels
+            .iter()
+            .map(|c| (c.channel.clone(), serde_json::to_value(c).unwrap_or(Value::Null)))
+            .collect();
         let degraded = !db_ok || queue["status"] == "down" || scheduler != "up";
         let checks = json!({
             "database": {"status": if db_ok { "up" } else { "down" }, "engine": self.state.db.engine()},

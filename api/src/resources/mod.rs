@@ -11,6 +11,7 @@ mod health;
 mod inquiries;
 mod models;
 mod notes;
+pub mod notifications;
 pub mod payments;
 mod sla;
 pub mod system;
@@ -51,6 +52,7 @@ pub fn apis(state: Arc<AppState>) -> impl poem_openapi::OpenApi {
             sla::Api { state: s() },
             payments::Api { state: s() },
             webhooks_out::Api { state: s() },
+            notifications::Api { state: s() },
         ),
         availability::Api { state: s() },
     )

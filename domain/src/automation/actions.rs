@@ -285,7 +285,7 @@ async fn perform(tx: &mut Tx, ctx: &Ctx, rule: &Rule, event: &DomainEvent, a: &A
             Ok(json!({"exception_id": e.id}))
         }
         "send_notification" => {
-            let n = notifications::queue_in(
+            let sent = notifications::queue_in(
                 tx,
                 ctx,
                 a.str_param("channel").unwrap_or("preferred"),
@@ -294,7 +294,10 @@ async fn perform(tx: &mut Tx, ctx: &Ctx, rule: &Rule, event: &DomainEvent, a: &A
                 event,
             )
             .await?;
-            Ok(json!({"notification_id": n.id, "channel": n.channel, "status": n.status}))
+            let ids: Vec<Uuid> = sent.iter().map(|n| n.id).collect();
+            let first = sent.first();
+            Ok(json!({"notification_id": first.map(|n| n.id), "notification_ids": ids,
+                      "channel": first.map(|n| n.channel.clone()), "status": first.map(|n| n.status.clone())}))
         }
         "assign" => {
             let who = resolve_assignee(tx, event, a.str_param("assign_to")).await?;

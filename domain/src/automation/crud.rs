@@ -74,10 +74,25 @@ fn check_input(r: &RuleInput) -> DomainResult<String> {
     Ok(name)
 }
 
+/// A `send_notification` action must name a template that exists (shipped or stored): an
+/// unknown one is refused when the rule is saved, not when it fires.
+async fn check_templates(conn: &mut Conn<'_>, r: &RuleInput) -> DomainResult<()> {
+    for (i, a) in r.actions.iter().enumerate() {
+        if a.kind == "send_notification"
+            && let Some(t) = a.str_param("template")
+            && !crate::commands::templates::exists(conn, t).await?
+        {
+            return Err(DomainError::invalid(format!("actions[{i}].params.template: unknown template {t}")));
+        }
+    }
+    Ok(())
+}
+
 pub async fn create_rule(db: &Db, ctx: &Ctx, r: RuleInput) -> DomainResult<Rule> {
     authorize(db, ctx, Permission::AutomationWrite, "automation_rule").await?;
     let name = check_input(&r)?;
     let mut tx = db.begin().await?;
+    check_templates(&mut tx.conn(), &r).await?;
     let row = insert_rule(&mut tx.conn(), ctx, &name, &r, false).await?;
     tx.commit().await?;
     Ok(row)
@@ -125,6 +140,7 @@ pub async fn update_rule(db: &Db, ctx: &Ctx, id: Uuid, r: RuleInput) -> DomainRe
     let name = check_input(&r)?;
     let mut tx = db.begin().await?;
     let mut conn = tx.conn();
+    check_templates(&mut conn, &r).await?;
     let before = load_rule(&mut conn, id).await?;
     check_version("automation rule", r.version, before.version)?;
     let n = q_exec!(

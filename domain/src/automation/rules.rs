@@ -322,7 +322,11 @@ fn validate_action(i: usize, trigger: &str, a: &Action) -> DomainResult<()> {
         "send_notification" => {
             one_of("channel", string("channel", true)?, NOTIFY_CHANNELS)?;
             string("template", true)?;
-            one_of("to", string("to", true)?, NOTIFY_TARGETS)?;
+            // A target, or one user by id.
+            let to = string("to", true)?;
+            if to.is_none_or(|t| uuid::Uuid::parse_str(t).is_err()) {
+                one_of("to", to, NOTIFY_TARGETS)?;
+            }
         }
         "assign" => {
             if p("assign_to").is_none() {

@@ -14,6 +14,8 @@ use crate::{Ctx, q_all};
 pub struct Timeline {
     pub events: Vec<DomainEvent>,
     pub notes: Vec<Note>,
+    /// Messages about the booking (the delivery ledger), oldest first.
+    pub notifications: Vec<super::notifications::TimelineEntry>,
 }
 
 pub async fn booking_timeline(db: &Db, ctx: &Ctx, booking_id: Uuid) -> DomainResult<Timeline> {
@@ -33,7 +35,8 @@ pub async fn booking_timeline(db: &Db, ctx: &Ctx, booking_id: Uuid) -> DomainRes
         "SELECT * FROM notes WHERE subject_type = 'booking' AND subject_id = $1 ORDER BY id",
         booking_id
     )?;
-    Ok(Timeline { events, notes })
+    let notifications = super::notifications::for_subject(&mut conn, "booking", booking_id).await?;
+    Ok(Timeline { events, notes, notifications })
 }
 
 pub async fn load(db: &Db, id: Uuid) -> crate::DomainResult<DomainEvent> {

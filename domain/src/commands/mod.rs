@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod bookings;
 pub mod clients;
+pub mod contacts;
 pub mod events;
 pub mod exceptions;
 pub mod inquiries;
@@ -15,6 +16,7 @@ pub mod notes;
 pub mod notifications;
 pub mod payments;
 pub mod tasks;
+pub mod templates;
 pub mod users;
 pub mod webhooks_in;
 

@@ -115,6 +115,17 @@ pub enum JobError {
     Transient(String),
     /// Retrying cannot help: the job is dead at once.
     Permanent(String),
+    /// Worth another attempt, but not before this long (a provider's rate limit, such as
+    /// Telegram's `retry_after`): the retry waits for the longer of this and the backoff.
+    RetryAfter(Duration, String),
+}
+
+impl JobError {
+    pub fn message(&self) -> &str {
+        match self {
+            JobError::Transient(m) | JobError::Permanent(m) | JobError::RetryAfter(_, m) => m,
+        }
+    }
 }
 
 impl From<DomainError> for JobError {
@@ -236,9 +247,9 @@ pub trait QueueBackend: Send + Sync {
 }
 
 /// Sends a queued notification through its channel's provider (the workers own the provider
-/// clients).
+/// clients). The error says whether to retry, when, or not at all.
 pub trait Notifier: Send + Sync {
-    fn send(&self, db: &Db, notification_id: Uuid) -> BoxFut<'_, DomainResult<()>>;
+    fn send(&self, db: &Db, notification_id: Uuid) -> BoxFut<'_, Result<(), JobError>>;
 }
 
 /// A handler registered by name for `Custom` jobs (extensions, diagnostics, tests).

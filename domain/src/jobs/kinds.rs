@@ -36,7 +36,8 @@ pub fn registry() -> Registry {
 pub fn for_event(e: &DomainEvent, subscribers: &crate::webhooks::Subscribers) -> Vec<Job> {
     let mut jobs = vec![Job::new(&Event { event_id: e.id, event_type: e.kind.clone() })];
     if e.kind == "notification.queued" {
-        jobs.push(Job::new(&SendNotification { notification_id: e.subject_id }));
+        let critical = e.payload.0.get("critical").and_then(Value::as_bool).unwrap_or(false);
+        jobs.push(Job::new(&SendNotification { notification_id: e.subject_id, critical }));
     }
     jobs.extend(super::payments::for_event(e));
     jobs.extend(super::webhooks::for_event(e, subscribers));
@@ -77,6 +78,9 @@ impl JobKind for Event {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SendNotification {
     pub notification_id: Uuid,
+    /// Urgent (a missed safety check): sent from the critical queue.
+    #[serde(default)]
+    pub critical: bool,
 }
 
 impl JobKind for SendNotification {
@@ -91,9 +95,12 @@ impl JobKind for SendNotification {
         Some(format!("notification-{}", self.notification_id))
     }
 
+    fn queue(&self) -> Queue {
+        if self.critical { Queue::Critical } else { Queue::Ops }
+    }
+
     async fn run(self, cx: JobCx) -> Result<(), JobError> {
-        cx.notifier.send(&cx.db, self.notification_id).await?;
-        Ok(())
+        cx.notifier.send(&cx.db, self.notification_id).await
     }
 
     /// Out of attempts (a provider down for good): the notification is `failed` and raises

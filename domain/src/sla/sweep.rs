@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::commands::exceptions::{self, NewException};
+use crate::commands::notifications;
 use crate::commands::tasks::{self};
 use crate::commands::{emit, snapshot, write_audit};
 use crate::error::DomainResult;
@@ -140,6 +141,39 @@ struct Pick {
     id: Uuid,
 }
 
+/// Queues an escalation's message to staff (`assignee`, or every active user of a role; on
+/// duty only for the safety check), in the escalation's transaction. Someone without any
+/// address is skipped (and logged), never a reason to hold the escalation back.
+async fn notify_staff(
+    tx: &mut crate::store::Tx,
+    to: &str,
+    assignee: Option<Uuid>,
+    template: &str,
+    vars: serde_json::Value,
+    subject: (String, Uuid),
+    critical: bool,
+) -> DomainResult<Vec<Uuid>> {
+    let m = notifications::Message {
+        channel: "preferred",
+        to,
+        template,
+        assignee_id: assignee,
+        on_duty: critical,
+        vars,
+        subject,
+        critical,
+        ..Default::default()
+    };
+    match notifications::queue(tx, &Ctx::system(), m).await {
+        Ok(v) => Ok(v.into_iter().map(|n| n.id).collect()),
+        Err(crate::DomainError::Invalid(why)) => {
+            tracing::warn!(to, template, %why, "escalation message not queued");
+            Ok(vec![])
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Climbs one rung of the ladder for a task, once: level 1 tells the assignee (the Action
 /// Center pushes the breach; a missed safety check also raises `safety_check_missed`), level 2
 /// hands the task to the least-loaded OPS_MANAGER and raises `sla_breached`, level 3 raises a
@@ -240,6 +274,21 @@ pub async fn escalate(db: &Db, task_id: Uuid, level: i64) -> DomainResult<bool> 
         }
         _ => {}
     }
+    // Who hears of it, on their own channel: level 1 the assignee (a missed safety check: the
+    // OPS_MANAGERs on duty, at once, from the critical queue), level 3 the OWNER.
+    let notify = match level {
+        1 if before.kind == "safety_check" => Some(("OPS_MANAGER", "safety_check", true)),
+        1 if before.assignee_id.is_some() => Some(("assignee", "sla_breach", false)),
+        3 => Some(("OWNER", "sla_breach", false)),
+        _ => None,
+    };
+    if let Some((to, template, critical)) = notify {
+        let vars = json!({"title": before.title, "due_at": before.due_at, "level": level, "task_type": before.kind});
+        let ids =
+            notify_staff(&mut tx, to, before.assignee_id, template, vars, ("task".into(), task_id), critical).await?;
+        payload["notified"] = json!(ids);
+    }
+    let mut conn = tx.conn();
     emit(&mut conn, &ctx, "task.sla_breached", "task", task_id, payload.clone()).await?;
     let after = tasks::load(&mut conn, task_id).await?;
     write_audit(
@@ -332,6 +381,27 @@ pub async fn escalate_exception(db: &Db, exception_id: Uuid, level: i64) -> Doma
         }
         _ => {}
     }
+    let notify = match level {
+        1 if before.assignee_id.is_some() => Some("assignee"),
+        3 => Some("OWNER"),
+        _ => None,
+    };
+    if let Some(to) = notify {
+        let title = before.title.clone();
+        let vars = json!({"title": title, "due_at": before.due_at, "level": level, "task_type": before.kind});
+        let ids = notify_staff(
+            &mut tx,
+            to,
+            before.assignee_id,
+            "sla_breach",
+            vars,
+            ("exception".into(), exception_id),
+            false,
+        )
+        .await?;
+        payload["notified"] = json!(ids);
+    }
+    let mut conn = tx.conn();
     emit(&mut conn, &ctx, "exception.sla_breached", "exception", exception_id, payload.clone()).await?;
     let after = exceptions::load(&mut conn, exception_id).await?;
     write_audit(
