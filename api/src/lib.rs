@@ -144,6 +144,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         .data(state)
         .around(middleware::body_limit::body_limit)
         .catch_all_error(render_error)
+        .around(middleware::retry_after::retry_after)
         .around(middleware::access_log::access_log)
         .around(middleware::request_id::request_id)
         .into_endpoint()

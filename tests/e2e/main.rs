@@ -17,6 +17,7 @@ mod browser;
 mod concurrency;
 mod domain_fixes;
 mod edge_security;
+mod faults;
 mod scaled;
 mod security;
 mod sla_and_quick_actions;
