@@ -23,6 +23,7 @@ const SETTINGS: &[&str] = &[
     "VIREL_BIND",
     "VIREL_DATA_DIR",
     "JWT_SECRET",
+    "VIREL_METRICS_TOKEN",
     "VIREL_DB_MAX_CONNECTIONS",
     "VIREL_CONCURRENCY_CRITICAL",
     "VIREL_CONCURRENCY_OPS",
@@ -45,7 +46,7 @@ const SETTINGS: &[&str] = &[
 ];
 
 /// Settings that may only come from the environment.
-const SECRETS: &[&str] = &["JWT_SECRET"];
+const SECRETS: &[&str] = &["JWT_SECRET", "VIREL_METRICS_TOKEN"];
 
 fn toml_key(var: &str) -> String {
     var.strip_prefix("VIREL_").unwrap_or(var).to_ascii_lowercase()
@@ -70,6 +71,8 @@ pub struct Config {
     pub bind: String,
     pub data_dir: PathBuf,
     pub jwt_secret: Option<String>,
+    /// A bearer token that may read `/api/v1/system/metrics` only (a Prometheus scraper).
+    pub metrics_token: Option<String>,
     pub db_max_connections: u32,
     /// Jobs run at once per queue and process.
     pub concurrency: HashMap<Queue, usize>,
@@ -237,6 +240,7 @@ impl Config {
             bind: s.get("VIREL_BIND").unwrap_or_else(|| "0.0.0.0:3000".into()),
             data_dir: PathBuf::from(s.get("VIREL_DATA_DIR").unwrap_or_else(|| "./data".into())),
             jwt_secret: s.get("JWT_SECRET"),
+            metrics_token: s.get("VIREL_METRICS_TOKEN"),
             db_max_connections: s.positive("VIREL_DB_MAX_CONNECTIONS", 10)?,
             concurrency,
             retry,

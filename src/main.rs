@@ -99,6 +99,8 @@ async fn connect(cfg: &Config) -> anyhow::Result<Db> {
 
 /// Runs the chosen roles until SIGTERM or Ctrl-C, then shuts them down gracefully.
 async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bool) -> anyhow::Result<()> {
+    // One Prometheus recorder per process: the API serves what every role records.
+    let metrics = virel_api::metrics::install_recorder();
     let db = connect(&cfg).await?;
     if cfg.embedded() {
         db.migrate().await?;
@@ -148,6 +150,8 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
         state.live_redis = queues.as_ref().and_then(|q| q.live_channel());
         state.queues = queues.clone().map(|q| Arc::new(q) as Arc<dyn virel_domain::jobs::QueueBackend>);
         state.settings = cfg.api();
+        state.metrics = Some(metrics.clone());
+        state.metrics_token = cfg.metrics_token.clone();
 
         let state = state.shared();
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod dto;
 pub mod error;
+pub mod metrics;
 pub mod middleware;
 pub mod realtime;
 mod resources;
@@ -50,6 +51,11 @@ pub struct AppState {
     /// The Redis URL and channel on which other processes announce changes (scaled mode).
     pub live_redis: Option<(String, String)>,
     pub settings: ApiSettings,
+    /// The process's Prometheus recorder, rendered at `/system/metrics`; None: not served.
+    pub metrics: Option<metrics::PrometheusHandle>,
+    /// A bearer token that may read `/system/metrics` only (`VIREL_METRICS_TOKEN`), for a
+    /// scraper that has no user account.
+    pub metrics_token: Option<String>,
 }
 
 impl AppState {
@@ -62,6 +68,8 @@ impl AppState {
             hub: Arc::new(realtime::Hub::default()),
             live_redis: None,
             settings: ApiSettings::default(),
+            metrics: None,
+            metrics_token: None,
         }
     }
 

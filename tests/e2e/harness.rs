@@ -272,6 +272,8 @@ impl TestApp {
 
     async fn serve(engine: Engine, db: Db, guard: Guard, queues: Option<virel_workers::Queues>) -> TestApp {
         let mut state = virel_api::AppState::new(db.clone(), b"test-secret-test-secret-test-secret!");
+        // One recorder per test process (installed by the first app, behind a OnceLock).
+        state.metrics = Some(virel_api::metrics::install_recorder());
         if let Some(q) = queues {
             state.live_redis = q.live_channel();
             state.queues = Some(std::sync::Arc::new(q));

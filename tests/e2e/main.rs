@@ -18,6 +18,7 @@ mod concurrency;
 mod domain_fixes;
 mod edge_security;
 mod faults;
+mod metrics;
 mod scaled;
 mod security;
 mod sla_and_quick_actions;
