@@ -22,7 +22,7 @@ use serde_json::json;
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::Notify;
 use virel_domain::Db;
-use virel_domain::jobs::{Queue, QueueBackend, kinds::Custom};
+use virel_domain::jobs::{Queue, kinds::Custom};
 use virel_workers::{CustomHandler, Job, Queues, Runtime, WorkerConfig};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
