@@ -90,7 +90,8 @@ async fn drain(redis: bool, n: usize) -> anyhow::Result<f64> {
         let _ = stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(40), workers).await;
         db.close().await;
-        finished.map_err(|_| anyhow::anyhow!("only {} of {n} jobs done in 30 minutes", done.load(Ordering::Relaxed)))?;
+        finished
+            .map_err(|_| anyhow::anyhow!("only {} of {n} jobs done in 30 minutes", done.load(Ordering::Relaxed)))?;
         Ok(n as f64 / elapsed.as_secs_f64())
     }
     .await;
@@ -162,7 +163,10 @@ async fn main() -> anyhow::Result<()> {
                 rates.push(sqlite_commits(n.min(50_000), sync).await?);
             }
             let all: Vec<i64> = rates.iter().map(|r| r.round() as i64).collect();
-            println!("{}", json!({"system": name, "jobs_per_s": median(&mut rates).round(), "unit": "commits/s", "runs": all}));
+            println!(
+                "{}",
+                json!({"system": name, "jobs_per_s": median(&mut rates).round(), "unit": "commits/s", "runs": all})
+            );
         }
     }
     Ok(())
