@@ -24,6 +24,7 @@ const SETTINGS: &[&str] = &[
     "VIREL_BIND",
     "VIREL_DATA_DIR",
     "JWT_SECRET",
+    "VIREL_METRICS_TOKEN",
     "VIREL_DB_MAX_CONNECTIONS",
     "VIREL_CONCURRENCY_CRITICAL",
     "VIREL_CONCURRENCY_OPS",
@@ -80,6 +81,7 @@ const SECRETS: &[&str] = &[
     "TWILIO_AUTH_TOKEN",
     "RESEND_API_KEY",
     "SMTP_URL",
+    "VIREL_METRICS_TOKEN",
 ];
 
 /// A secret setting: its `Debug` never shows the value.
@@ -154,6 +156,8 @@ pub struct Config {
     pub demo_data: bool,
     pub data_dir: PathBuf,
     pub jwt_secret: Option<String>,
+    /// A bearer token that may read `/api/v1/system/metrics` only (a Prometheus scraper).
+    pub metrics_token: Option<String>,
     pub db_max_connections: u32,
     /// Jobs run at once per queue and process.
     pub concurrency: HashMap<Queue, usize>,
@@ -428,6 +432,7 @@ impl Config {
             demo_data,
             data_dir: PathBuf::from(s.get("VIREL_DATA_DIR").unwrap_or_else(|| "./data".into())),
             jwt_secret: s.get("JWT_SECRET"),
+            metrics_token: s.get("VIREL_METRICS_TOKEN"),
             db_max_connections: s.positive("VIREL_DB_MAX_CONNECTIONS", 10)?,
             concurrency,
             retry,

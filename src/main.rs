@@ -100,6 +100,8 @@ async fn connect(cfg: &Config) -> anyhow::Result<Db> {
 
 /// Runs the chosen roles until SIGTERM or Ctrl-C, then shuts them down gracefully.
 async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bool) -> anyhow::Result<()> {
+    // One Prometheus recorder per process: the API serves what every role records.
+    let metrics = virel_api::metrics::install_recorder();
     let db = connect(&cfg).await?;
     if cfg.embedded() {
         db.migrate().await?;
@@ -168,6 +170,8 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
         state.payments = payments.clone();
         state.channels = channels.status();
         state.twilio = cfg.twilio_hook();
+        state.metrics = Some(metrics.clone());
+        state.metrics_token = cfg.metrics_token.clone();
 
         let state = state.shared();
 

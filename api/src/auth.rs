@@ -12,6 +12,7 @@ use poem_openapi::registry::{MetaSecurityScheme, Registry};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, Object, OpenApi};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+use virel_domain::DomainError;
 use virel_domain::commands::auth as domain_auth;
 use virel_domain::policy::Role;
 use virel_domain::rows::User;
@@ -147,7 +148,7 @@ pub async fn ctx_from_request(state: &AppState, req: &Request) -> Result<Ctx, Ap
         }
         Some(Credential::Bearer(t) | Credential::Query(t)) => t,
     };
-    ctx_from_token(state, req, &token).await.ok_or_else(|| ApiError::unauthorized("a valid bearer token is required"))
+    ctx_from_token(state, req, &token).await
 }
 
 /// 403: the session cookie (or a WebSocket upgrade) from another site.
@@ -206,8 +207,11 @@ pub fn expiry(state: &AppState, c: &Credential) -> Option<i64> {
 }
 
 /// Resolves an access token to a context; the user is re-read so a deactivated account or a
-/// changed role takes effect at once, not when the token expires.
-pub async fn ctx_from_token(state: &AppState, req: &Request, token: &str) -> Option<Ctx> {
+/// changed role takes effect at once, not when the token expires. A token that is invalid or
+/// expired, or names no active user, is 401; a database that cannot be reached is 503
+/// (`service_unavailable`, with `Retry-After`), never 401: a client must not drop a valid
+/// session because of a database blip.
+pub async fn ctx_from_token(state: &AppState, req: &Request, token: &str) -> Result<Ctx, ApiError> {
     let (ip, request_id) = request_meta(req);
     ctx_for_token(state, token, ip, request_id).await
 }
@@ -218,14 +222,19 @@ pub async fn ctx_for_token(
     token: &str,
     ip: Option<String>,
     request_id: Option<String>,
-) -> Option<Ctx> {
-    let claims = state.jwt.verify(token)?;
-    let user = users::get_self(&state.db, claims.sub).await.ok()?;
+) -> Result<Ctx, ApiError> {
+    let invalid = || ApiError::unauthorized("a valid bearer token is required");
+    let claims = state.jwt.verify(token).ok_or_else(invalid)?;
+    let user = match users::get_self(&state.db, claims.sub).await {
+        Ok(u) => u,
+        Err(e @ (DomainError::Unavailable(_) | DomainError::Internal(_))) => return Err(e.into()),
+        Err(_) => return Err(invalid()),
+    };
     if !user.active {
-        return None;
+        return Err(invalid());
     }
-    let role = Role::parse(&user.role)?;
-    Some(Ctx::user(user.id, role).with_request(ip, request_id))
+    let role = Role::parse(&user.role).ok_or_else(invalid)?;
+    Ok(Ctx::user(user.id, role).with_request(ip, request_id))
 }
 
 #[derive(Object)]

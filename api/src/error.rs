@@ -154,6 +154,7 @@ pub async fn render_error(err: poem::Error) -> Response {
         s if s.is_server_error() => "internal",
         _ => "bad_request",
     };
+    let unmatched = matches!(status, StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED);
     let message = if status.is_server_error() {
         tracing::error!(error = %err, "unhandled error");
         "internal error".to_string()
@@ -162,7 +163,12 @@ pub async fn render_error(err: poem::Error) -> Response {
     } else {
         err.to_string()
     };
-    json_response(status, ErrorBody::new(code, message, Value::Object(Default::default())))
+    let mut resp = json_response(status, ErrorBody::new(code, message, Value::Object(Default::default())));
+    if unmatched {
+        // No route took the request: the metrics label it `unmatched`, not by its path.
+        resp.extensions_mut().insert(UnmatchedRoute);
+    }
+    resp
 }
 
 /// poem-openapi's validator failure (`field `name` verification failed. maxLength(200)`) as a
@@ -181,6 +187,10 @@ fn broken_bound(reason: &str) -> Option<(String, String)> {
     };
     Some((field.to_string(), message))
 }
+
+/// Marks an answer that no route produced (an unknown path or method).
+#[derive(Clone, Copy, Debug)]
+pub struct UnmatchedRoute;
 
 pub fn json_response(status: StatusCode, body: ErrorBody) -> Response {
     Response::builder()

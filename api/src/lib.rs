@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod dto;
 pub mod error;
+pub mod metrics;
 pub mod middleware;
 pub mod realtime;
 mod resources;
@@ -57,6 +58,11 @@ pub struct AppState {
     pub channels: Vec<virel_domain::commands::notifications::ChannelState>,
     /// Verifies Twilio's status callbacks; None when SMS is not configured.
     pub twilio: Option<TwilioHook>,
+    /// The process's Prometheus recorder, rendered at `/system/metrics`; None: not served.
+    pub metrics: Option<metrics::PrometheusHandle>,
+    /// A bearer token that may read `/system/metrics` only (`VIREL_METRICS_TOKEN`), for a
+    /// scraper that has no user account.
+    pub metrics_token: Option<String>,
 }
 
 /// What `POST /api/v1/webhooks/twilio` needs: the auth token that signs the callbacks and the
@@ -86,6 +92,8 @@ impl AppState {
             channels: virel_domain::commands::notifications::all_disabled(),
             twilio: None,
             payments: virel_domain::payments::Payments::disabled(),
+            metrics: None,
+            metrics_token: None,
         }
     }
 
@@ -175,6 +183,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         .data(state)
         .around(middleware::body_limit::body_limit)
         .catch_all_error(render_error)
+        .around(middleware::retry_after::retry_after)
         .around(middleware::access_log::access_log)
         .around(middleware::request_id::request_id)
         .into_endpoint()

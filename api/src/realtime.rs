@@ -71,13 +71,16 @@ impl Hub {
         let _ = tx.try_send(snapshot.to_string());
         if let Ok(mut c) = self.conns.lock() {
             c.insert(id, Conn { ctx, tx, behind: behind.clone(), seen });
+            metrics::gauge!("virel_websocket_connections").increment(1.0);
         }
         (id, rx, behind)
     }
 
     pub fn leave(&self, id: u64) {
-        if let Ok(mut c) = self.conns.lock() {
-            c.remove(&id);
+        if let Ok(mut c) = self.conns.lock()
+            && c.remove(&id).is_some()
+        {
+            metrics::gauge!("virel_websocket_connections").decrement(1.0);
         }
     }
 

@@ -106,13 +106,22 @@ impl Db {
     }
 }
 
+/// How long a request waits for a PostgreSQL connection before it fails with
+/// `DomainError::Unavailable` (503 with `Retry-After`): while the database is unreachable
+/// requests fail fast instead of hanging, and a blip shorter than this is ridden out.
+/// The message of a 503 whose transaction was sent to COMMIT when the connection was lost.
+pub const COMMIT_OUTCOME_UNKNOWN: &str =
+    "the database connection was lost while committing; the change may have been saved: read it back before retrying";
+
+pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Pool {
     async fn connect(url: &str, max_connections: u32) -> Result<Pool, DomainError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url).map_err(DomainError::from)?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(5))
+                .acquire_timeout(PG_ACQUIRE_TIMEOUT)
                 .connect_with(opts)
                 .await?;
             Ok(Pool::Pg(pool))
@@ -216,11 +225,16 @@ impl Tx {
 
     /// Commits without waking the relay (the relay's own transactions).
     pub async fn commit_quiet(self) -> Result<(), DomainError> {
-        match self.inner {
-            TxInner::Pg(t) => t.commit().await?,
-            TxInner::Lite(t) => t.commit().await?,
-        }
-        Ok(())
+        let done = match self.inner {
+            TxInner::Pg(t) => t.commit().await,
+            TxInner::Lite(t) => t.commit().await,
+        };
+        // A connection lost during COMMIT leaves the outcome unknown (the server may have
+        // committed before the reply was lost): say so rather than "nothing was written".
+        done.map_err(|e| match DomainError::from(e) {
+            DomainError::Unavailable(_) => DomainError::Unavailable(COMMIT_OUTCOME_UNKNOWN.into()),
+            other => other,
+        })
     }
 
     /// Takes the row lock that serialises writers of one parent row (a model's bookings).

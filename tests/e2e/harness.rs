@@ -323,6 +323,8 @@ impl TestApp {
             state.channels = c;
         }
         state.twilio = twilio;
+        // One recorder per test process (installed by the first app, behind a OnceLock).
+        state.metrics = Some(virel_api::metrics::install_recorder());
         if let Some(q) = queues {
             state.live_redis = q.live_channel();
             state.queues = Some(std::sync::Arc::new(q));

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real HTTP server on SQLite and on PostgreSQL, driven over HTTP.
 #![allow(dead_code)]
+#![recursion_limit = "256"]
 
 mod harness;
 
@@ -22,7 +23,9 @@ mod concurrency;
 mod domain_fixes;
 mod edge_security;
 mod fake_stripe;
+mod faults;
 mod first_start;
+mod metrics;
 mod notifications;
 mod payments;
 mod scaled;

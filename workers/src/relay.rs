@@ -70,7 +70,10 @@ pub async fn relay_once(rt: &Runtime) -> virel_domain::DomainResult<usize> {
         rt.queues.push_many(queue, jobs).await?;
     }
 
+    let relayed = batch.events.len();
     let changes = batch.commit().await?;
+    metrics::histogram!("virel_relay_batch_size").record(relayed as f64);
+    metrics::counter!("virel_relay_events_total").increment(relayed as u64);
     // Live views in other processes hear of the changes through Redis; a lost message costs
     // only freshness (a reconnecting view gets a snapshot), never data.
     if let Err(e) = rt.queues.publish_live(&changes).await {

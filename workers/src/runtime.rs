@@ -72,9 +72,28 @@ impl Runtime {
         self
     }
 
+    /// Adds to the per-minute counters, and to the Prometheus counters by queue and the
+    /// kind of the job being processed (`JOB_KIND`; `backend` for the queue's own dead jobs).
     fn count(&self, queue: Queue, f: impl FnOnce(&mut Counts)) {
+        let mut d = Counts::default();
+        f(&mut d);
+        let kind = JOB_KIND.try_with(|k| k.clone()).unwrap_or_else(|_| "backend".into());
+        for (name, n) in [
+            ("virel_jobs_processed_total", d.done),
+            ("virel_jobs_failed_total", d.failed),
+            ("virel_jobs_retried_total", d.retried),
+            ("virel_jobs_dead_total", d.dead),
+        ] {
+            if n > 0 {
+                metrics::counter!(name, "queue" => queue.as_str(), "kind" => kind.clone()).increment(n as u64);
+            }
+        }
         if let Ok(mut m) = self.counts.lock() {
-            f(m.entry(queue).or_default());
+            let c = m.entry(queue).or_default();
+            c.done += d.done;
+            c.failed += d.failed;
+            c.retried += d.retried;
+            c.dead += d.dead;
         }
     }
 
@@ -207,8 +226,21 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
+tokio::task_local! {
+    /// The kind of the job this task is processing, for the metrics' labels.
+    static JOB_KIND: String;
+}
+
 async fn handle(job: Job, rt: Data<Arc<Runtime>>, attempt: Attempt) -> Result<(), BoxDynError> {
-    rt.process(job, attempt.current()).await
+    let (queue, kind) = (job.queue.as_str(), job.kind.clone());
+    let waited = (virel_domain::now() - job.enqueued_at).to_std().unwrap_or_default();
+    metrics::histogram!("virel_job_wait_seconds", "queue" => queue, "kind" => kind.clone())
+        .record(waited.as_secs_f64());
+    let started = std::time::Instant::now();
+    let res = JOB_KIND.scope(kind.clone(), rt.process(job, attempt.current())).await;
+    metrics::histogram!("virel_job_run_seconds", "queue" => queue, "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+    res
 }
 
 /// One apalis worker per queue, with its concurrency, under one monitor that shuts down

@@ -5,6 +5,7 @@
 //!   line of the request has it.
 //! - `access_log`: one line per answer (method, path without the query string, status,
 //!   duration), inside that span.
+//! - `retry_after`: every 503 carries `Retry-After` (the database or the queues are down).
 //! - `body_limit`: every body is capped at `MAX_BODY_BYTES`, however it is framed.
 //! - `idempotency`: the `Idempotency-Key` store for writes.
 //! - `input_guard`: no NUL character in a path, query parameter or body reaches SQL (422).
@@ -14,3 +15,4 @@ pub mod body_limit;
 pub mod idempotency;
 pub mod input_guard;
 pub mod request_id;
+pub mod retry_after;

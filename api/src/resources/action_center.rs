@@ -185,14 +185,21 @@ pub async fn ws(req: &Request, ws: WebSocket, state: poem::web::Data<&Arc<AppSta
                         _ => None,
                     };
                     let ctx = match token {
-                        Some(t) => auth::ctx_for_token(&state, &t, ip, request_id)
-                            .await
-                            .map(|c| (c, auth::expiry(&state, &auth::Credential::Bearer(t)))),
-                        None => None,
+                        Some(t) => match auth::ctx_for_token(&state, &t, ip, request_id).await {
+                            Ok(c) => Ok((c, auth::expiry(&state, &auth::Credential::Bearer(t)))),
+                            Err(crate::error::ApiError::Unavailable(_)) => Err(true),
+                            Err(_) => Err(false),
+                        },
+                        None => Err(false),
                     };
                     match ctx {
-                        Some(c) => c,
-                        None => {
+                        Ok(c) => c,
+                        Err(true) => {
+                            let _ = sink.send(Message::Text(r#"{"type":"error","error":{"code":"service_unavailable","message":"the database is unavailable; reconnect shortly"}}"#.into())).await;
+                            let _ = sink.close().await;
+                            return;
+                        }
+                        Err(false) => {
                             let _ = sink.send(Message::Text(r#"{"type":"error","error":{"code":"unauthorized","message":"a valid token is required"}}"#.into())).await;
                             let _ = sink.close().await;
                             return;

@@ -132,7 +132,13 @@ impl Api {
             assignee_id: b.assignee_id,
         };
         let row = inquiries::create(&self.state.db, &auth.0, input).await?;
-        Ok(Created::Inquiry(Json(self.out(&auth, row).await?)))
+        // Committed: a failure to read the client back (the database went away just now) must
+        // not turn into a 503 that says nothing was written. Answer without the embedded client.
+        let out = match self.out(&auth, row.clone()).await {
+            Ok(o) => o,
+            Err(_) => InquiryOut::new(row, None, View::of(&auth.0)),
+        };
+        Ok(Created::Inquiry(Json(out)))
     }
 
     /// List inquiries, newest first.

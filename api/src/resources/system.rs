@@ -1,10 +1,12 @@
-//! `/system`: the queues (live numbers, outcomes, dead jobs; retry a dead job).
+//! `/system`: the queues (live numbers, outcomes, dead jobs; retry a dead job) and the
+//! Prometheus metrics.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use poem::Request;
 use poem_openapi::param::Path;
-use poem_openapi::payload::Json;
+use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{Object, OpenApi};
 use serde_json::Value;
 use uuid::Uuid;
@@ -123,6 +125,31 @@ impl Api {
         Ok(Json(overview(&self.state).await?))
     }
 
+    /// Prometheus metrics in the text exposition format: HTTP requests and latency by route,
+    /// jobs by queue, kind and outcome with their wait and run times, the outbox backlog and
+    /// lag, relay batch sizes, live connections, SLA warnings, breaches and escalations.
+    /// Readable with a token that has `system:read`, or with
+    /// `Authorization: Bearer <VIREL_METRICS_TOKEN>` when that setting is set.
+    #[oai(path = "/system/metrics", method = "get")]
+    async fn metrics(&self, req: &Request) -> ApiResult<PlainText<String>> {
+        if !scrape_token_ok(&self.state, req) {
+            let ctx = crate::auth::ctx_from_request(&self.state, req).await?;
+            authorize(&self.state.db, &ctx, Permission::SystemRead, "system").await?;
+        }
+        let handle = self
+            .state
+            .metrics
+            .as_ref()
+            .ok_or_else(|| DomainError::Unavailable("this process records no metrics".into()))?;
+        // The outbox gauges are read now; with the database down the last values stay.
+        if let Ok(lag) = jobs::outbox_lag(&self.state.db).await {
+            metrics::gauge!("virel_outbox_backlog").set(lag.undispatched as f64);
+            metrics::gauge!("virel_outbox_lag_seconds").set(lag.oldest_age_secs.unwrap_or(0) as f64);
+        }
+        handle.run_upkeep();
+        Ok(PlainText(handle.render()))
+    }
+
     /// Run a dead job again (once: a second retry of the same dead job is 409).
     #[oai(path = "/system/queue/:queue/jobs/:id/retry", method = "post")]
     async fn retry(&self, auth: Auth, queue: Path<String>, id: Path<Uuid>) -> ApiResult<Json<DeadJobOut>> {
@@ -134,4 +161,20 @@ impl Api {
         let d = jobs::retry_dead(&self.state.db, &auth.0, backend.as_ref(), &queue.0, id.0).await?;
         Ok(Json(dead_out(d)))
     }
+}
+
+/// The request carries the scrape token (`VIREL_METRICS_TOKEN`), compared in constant time.
+fn scrape_token_ok(state: &AppState, req: &Request) -> bool {
+    let Some(expected) = state.metrics_token.as_deref().filter(|t| !t.is_empty()) else { return false };
+    let Some(given) = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return false;
+    };
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }

@@ -137,6 +137,12 @@ impl JobKind for SlaSweep {
 
     async fn run(self, cx: JobCx) -> Result<(), JobError> {
         let out = sla::sweep(&cx.db).await?;
+        metrics::counter!("virel_sla_warnings_total").increment(out.warned as u64);
+        // The first level is the breach itself; every level is an escalation.
+        metrics::counter!("virel_sla_breaches_total").increment(out.escalated[0] as u64);
+        for (level, n) in ["1", "2", "3"].into_iter().zip(out.escalated) {
+            metrics::counter!("virel_sla_escalations_total", "level" => level).increment(n as u64);
+        }
         if out.warned > 0 || out.escalated.iter().any(|n| *n > 0) {
             tracing::info!(?out, "SLA sweep");
         }
