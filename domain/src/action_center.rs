@@ -272,6 +272,76 @@ impl<'c, 'a> Builder<'c, 'a> {
     }
 }
 
+/// `SELECT` of open items of `$table` (aliased `$a`) with their assignee's name and their
+/// subject's label joined in, for both kinds: the text up to the `WHERE`.
+macro_rules! items_with_labels {
+    ($a:literal, $table:literal) => {
+        concat!(
+            "SELECT ",
+            $a,
+            ".*, au.name AS ac_assignee_name,
+                 CASE ",
+            $a,
+            ".subject_type
+                     WHEN 'inquiry' THEN sic.name || ' · ' || si.source || ' inquiry'
+                     WHEN 'booking' THEN sbc.name || ' · ' || sbm.name
+                     WHEN 'client' THEN sc.name
+                     WHEN 'model' THEN sm.name
+                     WHEN 'task' THEN st.title
+                     WHEN 'exception' THEN se.title
+                     ELSE sp.kind || ' payment'
+                 END AS ac_subject_label
+             FROM ",
+            $table,
+            " ",
+            $a,
+            "
+             LEFT JOIN users au ON au.id = ",
+            $a,
+            ".assignee_id
+             LEFT JOIN inquiries si ON ",
+            $a,
+            ".subject_type = 'inquiry' AND si.id = ",
+            $a,
+            ".subject_id
+             LEFT JOIN clients sic ON sic.id = si.client_id
+             LEFT JOIN bookings sb ON ",
+            $a,
+            ".subject_type = 'booking' AND sb.id = ",
+            $a,
+            ".subject_id
+             LEFT JOIN clients sbc ON sbc.id = sb.client_id
+             LEFT JOIN models sbm ON sbm.id = sb.model_id
+             LEFT JOIN clients sc ON ",
+            $a,
+            ".subject_type = 'client' AND sc.id = ",
+            $a,
+            ".subject_id
+             LEFT JOIN models sm ON ",
+            $a,
+            ".subject_type = 'model' AND sm.id = ",
+            $a,
+            ".subject_id
+             LEFT JOIN tasks st ON ",
+            $a,
+            ".subject_type = 'task' AND st.id = ",
+            $a,
+            ".subject_id
+             LEFT JOIN exceptions se ON ",
+            $a,
+            ".subject_type = 'exception' AND se.id = ",
+            $a,
+            ".subject_id
+             LEFT JOIN payments sp ON ",
+            $a,
+            ".subject_type = 'payment' AND sp.id = ",
+            $a,
+            ".subject_id
+             "
+        )
+    };
+}
+
 /// The Action Center list for `ctx`, filtered, sorted, with counts per SLA state.
 pub async fn list(db: &Db, ctx: &Ctx, f: &Filter) -> DomainResult<Listing> {
     authorize(db, ctx, Permission::ActionCenterRead, "action_center").await?;
@@ -298,32 +368,13 @@ pub async fn list(db: &Db, ctx: &Ctx, f: &Filter) -> DomainResult<Listing> {
         let rows = q_all!(
             b.conn,
             TaskRow,
-            "SELECT t.*, au.name AS ac_assignee_name,
-                 CASE t.subject_type
-                     WHEN 'inquiry' THEN sic.name || ' · ' || si.source || ' inquiry'
-                     WHEN 'booking' THEN sbc.name || ' · ' || sbm.name
-                     WHEN 'client' THEN sc.name
-                     WHEN 'model' THEN sm.name
-                     WHEN 'task' THEN st.title
-                     WHEN 'exception' THEN se.title
-                     ELSE sp.kind || ' payment'
-                 END AS ac_subject_label
-             FROM tasks t
-             LEFT JOIN users au ON au.id = t.assignee_id
-             LEFT JOIN inquiries si ON t.subject_type = 'inquiry' AND si.id = t.subject_id
-             LEFT JOIN clients sic ON sic.id = si.client_id
-             LEFT JOIN bookings sb ON t.subject_type = 'booking' AND sb.id = t.subject_id
-             LEFT JOIN clients sbc ON sbc.id = sb.client_id
-             LEFT JOIN models sbm ON sbm.id = sb.model_id
-             LEFT JOIN clients sc ON t.subject_type = 'client' AND sc.id = t.subject_id
-             LEFT JOIN models sm ON t.subject_type = 'model' AND sm.id = t.subject_id
-             LEFT JOIN tasks st ON t.subject_type = 'task' AND st.id = t.subject_id
-             LEFT JOIN exceptions se ON t.subject_type = 'exception' AND se.id = t.subject_id
-             LEFT JOIN payments sp ON t.subject_type = 'payment' AND sp.id = t.subject_id
-             WHERE t.status IN ('open', 'in_progress')
+            concat!(
+                items_with_labels!("t", "tasks"),
+                "WHERE t.status IN ('open', 'in_progress')
                  AND ($1 IS NULL OR t.assignee_id IS NULL OR t.assignee_id = $1) AND ($2 IS NULL OR t.assignee_id = $2)
                  AND ($3 = 0 OR t.assignee_id IS NULL) AND ($4 IS NULL OR t.type = $4) AND ($5 IS NULL OR t.priority = $5)
-             ORDER BY t.id",
+             ORDER BY t.id"
+            ),
             only_for,
             mine,
             i64::from(f.unassigned),
@@ -344,32 +395,13 @@ pub async fn list(db: &Db, ctx: &Ctx, f: &Filter) -> DomainResult<Listing> {
         let rows = q_all!(
             b.conn,
             ExceptionRow,
-            "SELECT e.*, au.name AS ac_assignee_name,
-                 CASE e.subject_type
-                     WHEN 'inquiry' THEN sic.name || ' · ' || si.source || ' inquiry'
-                     WHEN 'booking' THEN sbc.name || ' · ' || sbm.name
-                     WHEN 'client' THEN sc.name
-                     WHEN 'model' THEN sm.name
-                     WHEN 'task' THEN st.title
-                     WHEN 'exception' THEN se.title
-                     ELSE sp.kind || ' payment'
-                 END AS ac_subject_label
-             FROM exceptions e
-             LEFT JOIN users au ON au.id = e.assignee_id
-             LEFT JOIN inquiries si ON e.subject_type = 'inquiry' AND si.id = e.subject_id
-             LEFT JOIN clients sic ON sic.id = si.client_id
-             LEFT JOIN bookings sb ON e.subject_type = 'booking' AND sb.id = e.subject_id
-             LEFT JOIN clients sbc ON sbc.id = sb.client_id
-             LEFT JOIN models sbm ON sbm.id = sb.model_id
-             LEFT JOIN clients sc ON e.subject_type = 'client' AND sc.id = e.subject_id
-             LEFT JOIN models sm ON e.subject_type = 'model' AND sm.id = e.subject_id
-             LEFT JOIN tasks st ON e.subject_type = 'task' AND st.id = e.subject_id
-             LEFT JOIN exceptions se ON e.subject_type = 'exception' AND se.id = e.subject_id
-             LEFT JOIN payments sp ON e.subject_type = 'payment' AND sp.id = e.subject_id
-             WHERE e.status IN ('open', 'acknowledged')
+            concat!(
+                items_with_labels!("e", "exceptions"),
+                "WHERE e.status IN ('open', 'acknowledged')
                  AND ($1 IS NULL OR e.assignee_id IS NULL OR e.assignee_id = $1) AND ($2 IS NULL OR e.assignee_id = $2)
                  AND ($3 = 0 OR e.assignee_id IS NULL) AND ($4 IS NULL OR e.type = $4)
-             ORDER BY e.id",
+             ORDER BY e.id"
+            ),
             only_for,
             mine,
             i64::from(f.unassigned),
