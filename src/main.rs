@@ -101,7 +101,7 @@ async fn connect(cfg: &Config) -> anyhow::Result<Db> {
 /// Runs the chosen roles until SIGTERM or Ctrl-C, then shuts them down gracefully.
 async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bool) -> anyhow::Result<()> {
     // One Prometheus recorder per process: the API serves what every role records.
-    let metrics = virel_api::metrics::install_recorder();
+    let metrics = virel_api::metrics::install_recorder().map_err(anyhow::Error::msg)?;
     let db = connect(&cfg).await?;
     if cfg.embedded() {
         db.migrate().await?;

@@ -29,21 +29,21 @@ pub const LATENCY_BUCKETS: &[f64] =
 /// Buckets for the relay's batch sizes (events; a batch holds at most 200).
 pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
 /// Installs the Prometheus recorder for this process, once; later calls return the same
 /// handle. Histograms get real buckets (without them the exporter would write summaries).
-pub fn install_recorder() -> PrometheusHandle {
+/// Fails when another metrics recorder was installed first.
+pub fn install_recorder() -> Result<PrometheusHandle, String> {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full("virel_relay_batch_size".into()), BATCH_BUCKETS))
-                .expect("non-empty bucket lists")
-                .install_recorder()
-                .expect("the Prometheus recorder is the process's only metrics recorder");
+                .and_then(|b| b.install_recorder())
+                .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
             describe();
-            recorder
+            Ok(recorder)
         })
         .clone()
 }

@@ -324,7 +324,7 @@ impl TestApp {
         }
         state.twilio = twilio;
         // One recorder per test process (installed by the first app, behind a OnceLock).
-        state.metrics = Some(virel_api::metrics::install_recorder());
+        state.metrics = Some(virel_api::metrics::install_recorder().expect("the metrics recorder"));
         if let Some(q) = queues {
             state.live_redis = q.live_channel();
             state.queues = Some(std::sync::Arc::new(q));

@@ -189,7 +189,7 @@ async fn metrics_parse_as_prometheus_text_and_move_as_jobs_run() {
 async fn the_scrape_token_reads_the_metrics() {
     let db = virel_domain::Db::connect("sqlite::memory:", 1).await.unwrap();
     let mut state = virel_api::AppState::new(db, b"metrics-token-test-secret-metrics-token");
-    state.metrics = Some(virel_api::metrics::install_recorder());
+    state.metrics = Some(virel_api::metrics::install_recorder().expect("the metrics recorder"));
     state.metrics_token = Some("scrape-me-0123456789".into());
     let cli = poem::test::TestClient::new(virel_api::app(state.shared()));
     let r = cli.get("/api/v1/system/metrics").header("authorization", "Bearer scrape-me-0123456789").send().await;

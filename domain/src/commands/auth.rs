@@ -71,16 +71,17 @@ fn new_token() -> String {
 /// The password hashing parameters, pinned rather than left to the crate's defaults:
 /// argon2id, 19 MiB (19,456 KiB), 2 passes, 1 lane (OWASP's baseline). Hashes made with other
 /// parameters still verify: a PHC string carries its own.
-pub fn argon2() -> argon2::Argon2<'static> {
-    let params = argon2::Params::new(19_456, 2, 1, None).expect("valid argon2 parameters");
-    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+pub fn argon2() -> DomainResult<argon2::Argon2<'static>> {
+    let params = argon2::Params::new(19_456, 2, 1, None)
+        .map_err(|e| DomainError::Internal(format!("argon2 parameters: {e}")))?;
+    Ok(argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params))
 }
 
 /// Hashes on the calling thread: for the seed and for code already off the async executor.
 pub fn hash_password_blocking(password: &str) -> DomainResult<String> {
     use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
     let salt = SaltString::generate(&mut OsRng);
-    argon2()
+    argon2()?
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| DomainError::Internal(format!("hashing failed: {e}")))
@@ -89,7 +90,7 @@ pub fn hash_password_blocking(password: &str) -> DomainResult<String> {
 pub fn verify_password_blocking(password: &str, hash: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
     match PasswordHash::new(hash) {
-        Ok(parsed) => argon2().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => argon2().is_ok_and(|a| a.verify_password(password.as_bytes(), &parsed).is_ok()),
         Err(_) => false,
     }
 }
