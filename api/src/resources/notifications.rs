@@ -57,8 +57,8 @@ pub struct NotificationOut {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<notifications::View> for NotificationOut {
-    fn from(n: notifications::View) -> Self {
+impl From<notifications::Notification> for NotificationOut {
+    fn from(n: notifications::Notification) -> Self {
         NotificationOut {
             id: n.id,
             channel: n.channel,

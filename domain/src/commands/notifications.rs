@@ -694,30 +694,6 @@ pub struct Filter {
     pub template: Option<String>,
 }
 
-/// What the API shows of a notification; the recipient masked without `clients:pii`.
-#[derive(Clone, Debug, Serialize)]
-pub struct View {
-    pub id: Uuid,
-    pub channel: String,
-    pub recipient: Option<String>,
-    pub recipient_kind: Option<String>,
-    pub recipient_id: Option<Uuid>,
-    pub template: String,
-    pub title: Option<String>,
-    pub body: String,
-    pub status: String,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-    pub provider_id: Option<String>,
-    pub subject_type: Option<String>,
-    pub subject_id: Option<Uuid>,
-    pub fallback_of: Option<Uuid>,
-    pub sent_at: Option<DateTime<Utc>>,
-    pub delivered_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
 fn mask(channel: &str, addr: &str) -> String {
     match channel {
         "email" => policy::mask_email(addr),
@@ -726,34 +702,16 @@ fn mask(channel: &str, addr: &str) -> String {
     }
 }
 
-pub fn view(ctx: &Ctx, n: Notification) -> View {
-    let pii = ctx.can(Permission::ClientsPii);
-    let recipient = n.recipient.map(|r| if pii { r } else { mask(&n.channel, &r) });
-    View {
-        id: n.id,
-        channel: n.channel,
-        recipient,
-        recipient_kind: n.recipient_kind,
-        recipient_id: n.recipient_id,
-        template: n.template,
-        title: n.title,
-        body: n.body,
-        status: n.status,
-        attempts: n.attempts,
-        last_error: n.last_error,
-        provider_id: n.provider_id,
-        subject_type: n.subject_type,
-        subject_id: n.subject_id,
-        fallback_of: n.fallback_of,
-        sent_at: n.sent_at,
-        delivered_at: n.delivered_at,
-        created_at: n.created_at,
-        updated_at: n.updated_at,
+/// The notification as `ctx` may see it: the recipient masked without `clients:pii`.
+pub fn masked(ctx: &Ctx, mut n: Notification) -> Notification {
+    if !ctx.can(Permission::ClientsPii) {
+        n.recipient = n.recipient.map(|r| mask(&n.channel, &r));
     }
+    n
 }
 
 /// The ledger, newest first.
-pub async fn list(db: &Db, ctx: &Ctx, f: Filter, page: super::PageReq) -> DomainResult<Page<View>> {
+pub async fn list(db: &Db, ctx: &Ctx, f: Filter, page: super::PageReq) -> DomainResult<Page<Notification>> {
     authorize(db, ctx, Permission::ActionCenterRead, "notification").await?;
     if let Some(s) = &f.status {
         super::one_of(s, &["queued", "sending", "sent", "delivered", "failed"], "status")?;
@@ -777,7 +735,7 @@ pub async fn list(db: &Db, ctx: &Ctx, f: Filter, page: super::PageReq) -> Domain
         page.cursor,
         page.fetch()
     )?;
-    let rows: Vec<View> = rows.into_iter().map(|n| view(ctx, n)).collect();
+    let rows: Vec<Notification> = rows.into_iter().map(|n| masked(ctx, n)).collect();
     Ok(Page::from_rows(rows, page.limit, |v| v.id))
 }
 
