@@ -76,39 +76,51 @@ both_engines_full!(
     }
 );
 
-both_engines_full!(a_rule_that_feeds_itself_stops_at_depth_five, WorkerOptions::default(), async |app: TestApp| {
-    let admin = app.login("admin@virel.com").await;
-    // The demo data's own task.created events must not feed the rule below.
-    app.settle(&admin).await;
-    app.ok(
-        &admin,
-        "/automation/rules",
-        json!({
-            "name": "Task begets task",
+// No scheduler: an SLA sweep escalating a demo item mid-test would start a second chain.
+both_engines_full!(
+    a_rule_that_feeds_itself_stops_at_depth_five,
+    WorkerOptions { scheduler: false, ..Default::default() },
+    async |app: TestApp| {
+        let admin = app.login("admin@virel.com").await;
+        // The demo data's own task.created events must not feed the rule below.
+        app.settle(&admin).await;
+        app.ok(
+            &admin,
+            "/automation/rules",
+            json!({
+                "name": "Task begets task",
 
-            "trigger": "task.created",
-            "conditions": [],
-            "actions": [{"type": "create_task", "params": {"type": "custom", "title": "again"}}]
-        }),
-        201,
-    )
-    .await;
-    // Counted by this test's own tasks: the scheduler's clock may add safety checks meanwhile.
-    let ours = "SELECT COUNT(*) AS n FROM tasks WHERE type = 'custom' AND title IN ('seed', 'again')";
-    let before = app.count(ours).await;
-    app.ok(&admin, "/tasks", json!({"type": "custom", "title": "seed"}), 201).await;
-    let stopped = app
-        .eventually(10, || async {
-            (app.count("SELECT COUNT(*) AS n FROM exceptions WHERE type = 'job_failed'").await == 1).then_some(())
-        })
+                "trigger": "task.created",
+                "conditions": [],
+                "actions": [{"type": "create_task", "params": {"type": "custom", "title": "again"}}]
+            }),
+            201,
+        )
         .await;
-    assert!(stopped.is_some(), "one job_failed exception reports the loop");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // The human task (depth 0) and one task per automation hop up to depth 6.
-    assert_eq!(app.count(ours).await - before, 7);
-    assert_eq!(app.count("SELECT COUNT(*) AS n FROM exceptions WHERE type = 'job_failed'").await, 1, "reported once");
-    assert_eq!(app.count("SELECT COUNT(*) AS n FROM domain_events WHERE type = 'task.created' AND depth > 6").await, 0);
-});
+        // Counted by this test's own tasks: the scheduler's clock may add safety checks meanwhile.
+        let ours = "SELECT COUNT(*) AS n FROM tasks WHERE type = 'custom' AND title IN ('seed', 'again')";
+        let before = app.count(ours).await;
+        app.ok(&admin, "/tasks", json!({"type": "custom", "title": "seed"}), 201).await;
+        let stopped = app
+            .eventually(10, || async {
+                (app.count("SELECT COUNT(*) AS n FROM exceptions WHERE type = 'job_failed'").await == 1).then_some(())
+            })
+            .await;
+        assert!(stopped.is_some(), "one job_failed exception reports the loop");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The human task (depth 0) and one task per automation hop up to depth 6.
+        assert_eq!(app.count(ours).await - before, 7);
+        assert_eq!(
+            app.count("SELECT COUNT(*) AS n FROM exceptions WHERE type = 'job_failed'").await,
+            1,
+            "reported once"
+        );
+        assert_eq!(
+            app.count("SELECT COUNT(*) AS n FROM domain_events WHERE type = 'task.created' AND depth > 6").await,
+            0
+        );
+    }
+);
 
 fn failing_options(calls: Arc<Mutex<Vec<Instant>>>) -> WorkerOptions {
     let handler: virel_workers::CustomHandler = Arc::new(move |_payload| {
