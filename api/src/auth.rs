@@ -350,7 +350,7 @@ impl AuthApi {
 impl AuthApi {
     /// Log in with email and password. Repeated failures for one email or address are slowed
     /// down and then refused with 429.
-    #[oai(path = "/auth/login", method = "post", transform = "with_retry_after")]
+    #[oai(path = "/auth/login", method = "post", transform = "with_retry_after", operation_id = "login")]
     async fn login(&self, req: &Request, body: Json<LoginRequest>) -> ApiResult<Json<TokenResponse>> {
         let (ip, request_id) = request_meta(req);
         let ctx = Ctx::new(virel_domain::Actor::Anonymous).with_request(ip, request_id);
@@ -360,7 +360,7 @@ impl AuthApi {
 
     /// Exchange a refresh token for new tokens. The old one stops working; presenting it
     /// again revokes every token of that login.
-    #[oai(path = "/auth/refresh", method = "post")]
+    #[oai(path = "/auth/refresh", method = "post", operation_id = "refreshToken")]
     async fn refresh(&self, req: &Request, body: Json<RefreshRequest>) -> ApiResult<Json<TokenResponse>> {
         let (ip, request_id) = request_meta(req);
         let ctx = Ctx::new(virel_domain::Actor::Anonymous).with_request(ip, request_id);
@@ -369,14 +369,14 @@ impl AuthApi {
     }
 
     /// End the session of a refresh token (or all of the caller's sessions).
-    #[oai(path = "/auth/logout", method = "post")]
+    #[oai(path = "/auth/logout", method = "post", operation_id = "logout")]
     async fn logout(&self, auth: Auth, body: Json<LogoutRequest>) -> ApiResult<Json<Done>> {
         domain_auth::logout(&self.state.db, &auth.0, body.refresh_token.as_deref()).await?;
         Ok(Json(Done { ok: true }))
     }
 
     /// The caller's own account and permissions.
-    #[oai(path = "/me", method = "get")]
+    #[oai(path = "/me", method = "get", operation_id = "getMe")]
     async fn me(&self, auth: Auth) -> ApiResult<Json<UserOut>> {
         let id = auth.0.actor.user_id().ok_or_else(|| ApiError::unauthorized("no user"))?;
         Ok(Json(users::get_self(&self.state.db, id).await?.into()))

@@ -7,6 +7,8 @@ pub mod dto;
 pub mod error;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
+pub mod permissions;
 pub mod realtime;
 mod resources;
 
@@ -149,7 +151,7 @@ pub fn api_service(state: Arc<AppState>) -> OpenApiService<impl poem_openapi::Op
 
 /// The OpenAPI document as JSON (`virel openapi`).
 pub fn openapi_json(state: Arc<AppState>) -> String {
-    api_service(state).spec()
+    openapi::document(&api_service(state).spec())
 }
 
 /// The whole HTTP application: `/api/v1/...`, the OpenAPI document, `/docs` and the operator
@@ -157,7 +159,7 @@ pub fn openapi_json(state: Arc<AppState>) -> String {
 pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
     state.hub.start(state.db.clone(), state.live_redis.clone());
     let service = api_service(state.clone());
-    let spec = service.spec();
+    let spec = openapi::document(&service.spec());
 
     let docs = service.swagger_ui();
     Route::new()

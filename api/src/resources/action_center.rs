@@ -67,7 +67,7 @@ impl Api {
     /// Open tasks and exceptions the caller may see, with their SLA state, sorted breached
     /// first, then by deadline, priority and age; with counts per state. OPERATORs see their
     /// own and unassigned items only.
-    #[oai(path = "/action-center", method = "get")]
+    #[oai(path = "/action-center", method = "get", operation_id = "listActionCenterItems")]
     async fn list(
         &self,
         auth: Auth,
@@ -90,13 +90,13 @@ impl Api {
     }
 
     /// Confirm: completes a confirm_booking task and moves its booking one step forward.
-    #[oai(path = "/action-center/:kind/:id/confirm", method = "post")]
+    #[oai(path = "/action-center/:kind/:id/confirm", method = "post", operation_id = "confirmActionCenterItem")]
     async fn confirm(&self, auth: Auth, kind: Path<String>, id: Path<Uuid>) -> ApiResult<Json<ItemOut>> {
         Ok(Json(action_center::confirm(&self.state.db, &auth.0, kind_of(&kind.0)?, id.0).await?.into()))
     }
 
     /// Contact: a templated message to the client on its preferred channel, logged as a note.
-    #[oai(path = "/action-center/:kind/:id/contact", method = "post")]
+    #[oai(path = "/action-center/:kind/:id/contact", method = "post", operation_id = "contactActionCenterItem")]
     async fn contact(
         &self,
         auth: Auth,
@@ -115,7 +115,7 @@ impl Api {
     }
 
     /// Note: free text on the item.
-    #[oai(path = "/action-center/:kind/:id/note", method = "post")]
+    #[oai(path = "/action-center/:kind/:id/note", method = "post", operation_id = "noteActionCenterItem")]
     async fn note(
         &self,
         auth: Auth,
@@ -127,7 +127,7 @@ impl Api {
     }
 
     /// Assign: to a user, to `round_robin`, or to nobody.
-    #[oai(path = "/action-center/:kind/:id/assign", method = "post")]
+    #[oai(path = "/action-center/:kind/:id/assign", method = "post", operation_id = "assignActionCenterItem")]
     async fn assign(
         &self,
         auth: Auth,
@@ -141,7 +141,7 @@ impl Api {
     }
 
     /// Acknowledge: someone has it; a task's escalation ladder stops.
-    #[oai(path = "/action-center/:kind/:id/acknowledge", method = "post")]
+    #[oai(path = "/action-center/:kind/:id/acknowledge", method = "post", operation_id = "acknowledgeActionCenterItem")]
     async fn acknowledge(&self, auth: Auth, kind: Path<String>, id: Path<Uuid>) -> ApiResult<Json<ItemOut>> {
         Ok(Json(action_center::acknowledge(&self.state.db, &auth.0, kind_of(&kind.0)?, id.0).await?.into()))
     }

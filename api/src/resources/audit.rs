@@ -19,7 +19,7 @@ pub struct Api {
 
 #[OpenApi(tag = "ApiTags::Audit")]
 impl Api {
-    #[oai(path = "/audit", method = "get")]
+    #[oai(path = "/audit", method = "get", operation_id = "listAuditEntries")]
     async fn list(
         &self,
         auth: Auth,

@@ -191,7 +191,7 @@ fn rule_in(r: RuleIn) -> ApiResult<RuleInput> {
 
 #[OpenApi(tag = "ApiTags::Automation")]
 impl Api {
-    #[oai(path = "/automation/rules", method = "get")]
+    #[oai(path = "/automation/rules", method = "get", operation_id = "listAutomationRules")]
     async fn list(
         &self,
         auth: Auth,
@@ -208,23 +208,23 @@ impl Api {
 
     /// Create a rule. Unknown triggers, fields, operators, actions or parameter types are
     /// refused with 422 naming the bad part.
-    #[oai(path = "/automation/rules", method = "post")]
+    #[oai(path = "/automation/rules", method = "post", operation_id = "createAutomationRule")]
     async fn create(&self, auth: Auth, body: Json<RuleIn>) -> ApiResult<Created> {
         let r = automation::create_rule(&self.state.db, &auth.0, rule_in(body.0)?).await?;
         Ok(Created::Rule(Json(rule_out(r))))
     }
 
-    #[oai(path = "/automation/rules/:id", method = "get")]
+    #[oai(path = "/automation/rules/:id", method = "get", operation_id = "getAutomationRule")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<RuleOut>> {
         Ok(Json(rule_out(automation::get_rule(&self.state.db, &auth.0, id.0).await?)))
     }
 
-    #[oai(path = "/automation/rules/:id", method = "put")]
+    #[oai(path = "/automation/rules/:id", method = "put", operation_id = "replaceAutomationRule")]
     async fn put(&self, auth: Auth, id: Path<Uuid>, body: Json<RuleIn>) -> ApiResult<Json<RuleOut>> {
         Ok(Json(rule_out(automation::update_rule(&self.state.db, &auth.0, id.0, rule_in(body.0)?).await?)))
     }
 
-    #[oai(path = "/automation/rules/:id", method = "delete")]
+    #[oai(path = "/automation/rules/:id", method = "delete", operation_id = "deleteAutomationRule")]
     async fn delete(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Done>> {
         automation::delete_rule(&self.state.db, &auth.0, id.0).await?;
         Ok(Json(Done { ok: true }))
@@ -232,7 +232,7 @@ impl Api {
 
     /// Dry run: what the rule would do with a sample event, or with the last N real events of
     /// its trigger (`{"replay_last": N}`). Nothing is changed.
-    #[oai(path = "/automation/rules/:id/test", method = "post")]
+    #[oai(path = "/automation/rules/:id/test", method = "post", operation_id = "testAutomationRule")]
     async fn test(&self, auth: Auth, id: Path<Uuid>, body: Json<TestIn>) -> ApiResult<Json<TestOut>> {
         let b = body.0;
         if b.event.is_none() && b.replay_last.is_none() {
@@ -259,7 +259,7 @@ impl Api {
     }
 
     /// Executions, newest first: each evaluation (index -1) and each action.
-    #[oai(path = "/automation/executions", method = "get")]
+    #[oai(path = "/automation/executions", method = "get", operation_id = "listAutomationExecutions")]
     async fn executions(
         &self,
         auth: Auth,

@@ -156,7 +156,7 @@ impl From<MatchResult> for MatchOut {
 #[OpenApi]
 impl Api {
     /// A model's availability rules (`models:read`).
-    #[oai(path = "/models/:id/availability-rules", method = "get", tag = "ApiTags::Models")]
+    #[oai(path = "/models/:id/availability-rules", method = "get", tag = "ApiTags::Models", operation_id = "getAvailabilityRules")]
     async fn get_rules(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<RulesOut>> {
         Ok(Json(availability::get_rules(&self.state.db, &auth.0, id.0).await?.into()))
     }
@@ -165,7 +165,7 @@ impl Api {
     /// again at once and `model.availability_changed` is emitted. Invalid rules are 422 naming
     /// the part (unknown zone, start equal to end, overlapping weekly windows, a block ending
     /// before it starts).
-    #[oai(path = "/models/:id/availability-rules", method = "put", tag = "ApiTags::Models")]
+    #[oai(path = "/models/:id/availability-rules", method = "put", tag = "ApiTags::Models", operation_id = "replaceAvailabilityRules")]
     async fn put_rules(&self, auth: Auth, id: Path<Uuid>, body: Json<RulesIn>) -> ApiResult<Json<RulesOut>> {
         let b = body.0;
         let rules = Rules {
@@ -178,7 +178,7 @@ impl Api {
     }
 
     /// Free windows of the active models (or of `model_id`) over `[from, to)`, at most 31 days.
-    #[oai(path = "/availability", method = "get", tag = "ApiTags::Models")]
+    #[oai(path = "/availability", method = "get", tag = "ApiTags::Models", operation_id = "listFreeWindows")]
     async fn free(
         &self,
         auth: Auth,
@@ -201,7 +201,7 @@ impl Api {
     /// Rank the models for an inquiry: active models free for the whole requested window
     /// (travel buffer included), scored on location, the wanted model, languages and
     /// preferences, budget against the rate, and reliability, each with the reasons.
-    #[oai(path = "/inquiries/:id/match", method = "post", tag = "ApiTags::Inquiries")]
+    #[oai(path = "/inquiries/:id/match", method = "post", tag = "ApiTags::Inquiries", operation_id = "matchInquiry")]
     async fn match_inquiry(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<MatchOut>> {
         Ok(Json(matching::match_inquiry(&self.state.db, &auth.0, id.0).await?.into()))
     }

@@ -90,7 +90,7 @@ impl Api {
 impl Api {
     /// Create a booking (draft by default). 409 booking_overlap when it would be pending at a
     /// time the model is already booked.
-    #[oai(path = "/bookings", method = "post")]
+    #[oai(path = "/bookings", method = "post", operation_id = "createBooking")]
     async fn create(&self, auth: Auth, body: Json<CreateBooking>) -> ApiResult<Created> {
         let b = body.0;
         let input = NewBooking {
@@ -109,7 +109,7 @@ impl Api {
     }
 
     /// List bookings, newest first.
-    #[oai(path = "/bookings", method = "get")]
+    #[oai(path = "/bookings", method = "get", operation_id = "listBookings")]
     async fn list(
         &self,
         auth: Auth,
@@ -134,14 +134,14 @@ impl Api {
         Ok(Json(BookingPage { items, next_cursor: encode_cursor(p.next_cursor) }))
     }
 
-    #[oai(path = "/bookings/:id", method = "get")]
+    #[oai(path = "/bookings/:id", method = "get", operation_id = "getBooking")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<BookingOut>> {
         let row = bookings::get(&self.state.db, &auth.0, id.0).await?;
         Ok(Json(self.out(&auth, row).await?))
     }
 
     /// Move the booking to another status, applying the transition's guard.
-    #[oai(path = "/bookings/:id/status", method = "post")]
+    #[oai(path = "/bookings/:id/status", method = "post", operation_id = "transitionBooking")]
     async fn status(&self, auth: Auth, id: Path<Uuid>, body: Json<BookingStatusIn>) -> ApiResult<Json<BookingOut>> {
         let b = body.0;
         let t = BookingTransition { status: b.status, reason: b.reason, r#override: b.override_, version: b.version };
@@ -150,7 +150,7 @@ impl Api {
     }
 
     /// The client confirmed the booking on the day (the no-show-risk rule reads it).
-    #[oai(path = "/bookings/:id/client-confirmed", method = "post")]
+    #[oai(path = "/bookings/:id/client-confirmed", method = "post", operation_id = "markBookingClientConfirmed")]
     async fn client_confirmed(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<BookingOut>> {
         let row = virel_domain::sla::client_confirmed(&self.state.db, &auth.0, id.0).await?;
         Ok(Json(self.out(&auth, row).await?))
@@ -158,7 +158,7 @@ impl Api {
 
     /// Everything that happened to the booking: its events and notes.
 
-    #[oai(path = "/bookings/:id/timeline", method = "get")]
+    #[oai(path = "/bookings/:id/timeline", method = "get", operation_id = "getBookingTimeline")]
     async fn timeline(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Timeline>> {
         let t = events::booking_timeline(&self.state.db, &auth.0, id.0).await?;
         let booking = bookings::get(&self.state.db, &auth.0, id.0).await?;

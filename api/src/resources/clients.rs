@@ -70,7 +70,7 @@ pub enum Created {
 
 #[OpenApi(tag = "ApiTags::Clients")]
 impl Api {
-    #[oai(path = "/clients", method = "post")]
+    #[oai(path = "/clients", method = "post", operation_id = "createClient")]
     async fn create(&self, auth: Auth, body: Json<CreateClient>) -> ApiResult<Created> {
         let b = body.0;
         let c = NewClient {
@@ -87,7 +87,7 @@ impl Api {
     }
 
     /// List clients, newest first; `q` searches names.
-    #[oai(path = "/clients", method = "get")]
+    #[oai(path = "/clients", method = "get", operation_id = "listClients")]
     async fn list(
         &self,
         auth: Auth,
@@ -103,12 +103,12 @@ impl Api {
         }))
     }
 
-    #[oai(path = "/clients/:id", method = "get")]
+    #[oai(path = "/clients/:id", method = "get", operation_id = "getClient")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<ClientOut>> {
         Ok(Json(ClientOut::new(clients::get(&self.state.db, &auth.0, id.0).await?, View::of(&auth.0))))
     }
 
-    #[oai(path = "/clients/:id", method = "patch")]
+    #[oai(path = "/clients/:id", method = "patch", operation_id = "updateClient")]
     async fn patch(&self, auth: Auth, id: Path<Uuid>, body: Json<PatchClient>) -> ApiResult<Json<ClientOut>> {
         let b = body.0;
         let p = ClientPatch {
@@ -125,7 +125,7 @@ impl Api {
     }
 
     /// Block a client: their new inquiries are closed at once and raise an exception.
-    #[oai(path = "/clients/:id/block", method = "post")]
+    #[oai(path = "/clients/:id/block", method = "post", operation_id = "blockClient")]
     async fn block(&self, auth: Auth, id: Path<Uuid>, body: Json<BlockIn>) -> ApiResult<Json<ClientOut>> {
         Ok(Json(ClientOut::new(
             clients::block(&self.state.db, &auth.0, id.0, Some(body.0.reason)).await?,

@@ -67,7 +67,7 @@ pub enum Created {
 #[OpenApi(tag = "ApiTags::Exceptions")]
 impl Api {
     /// Raise an exception by hand.
-    #[oai(path = "/exceptions", method = "post")]
+    #[oai(path = "/exceptions", method = "post", operation_id = "createException")]
     async fn create(&self, auth: Auth, body: Json<CreateException>) -> ApiResult<Created> {
         let b = body.0;
         let e = NewException {
@@ -82,7 +82,7 @@ impl Api {
     }
 
     /// List exceptions, newest first. OPERATORs see their own and unassigned ones only.
-    #[oai(path = "/exceptions", method = "get")]
+    #[oai(path = "/exceptions", method = "get", operation_id = "listExceptions")]
     async fn list(
         &self,
         auth: Auth,
@@ -98,12 +98,12 @@ impl Api {
         }))
     }
 
-    #[oai(path = "/exceptions/:id", method = "get")]
+    #[oai(path = "/exceptions/:id", method = "get", operation_id = "getException")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<ExceptionOut>> {
         Ok(Json(exceptions::get(&self.state.db, &auth.0, id.0).await?.into()))
     }
 
-    #[oai(path = "/exceptions/:id/acknowledge", method = "post")]
+    #[oai(path = "/exceptions/:id/acknowledge", method = "post", operation_id = "acknowledgeException")]
     async fn acknowledge(&self, auth: Auth, id: Path<Uuid>, body: Json<AckIn>) -> ApiResult<Json<ExceptionOut>> {
         Ok(Json(
             exceptions::transition(&self.state.db, &auth.0, id.0, "acknowledged", None, body.0.version).await?.into(),
@@ -111,7 +111,7 @@ impl Api {
     }
 
     /// Resolve (or dismiss) with a resolution text.
-    #[oai(path = "/exceptions/:id/resolve", method = "post")]
+    #[oai(path = "/exceptions/:id/resolve", method = "post", operation_id = "resolveException")]
     async fn resolve(&self, auth: Auth, id: Path<Uuid>, body: Json<ResolveIn>) -> ApiResult<Json<ExceptionOut>> {
         let to = body.0.status.unwrap_or_else(|| "resolved".into());
         if to != "resolved" && to != "dismissed" {
@@ -125,7 +125,7 @@ impl Api {
     }
 
     /// Move the exception to any status its state machine allows.
-    #[oai(path = "/exceptions/:id/status", method = "post")]
+    #[oai(path = "/exceptions/:id/status", method = "post", operation_id = "transitionException")]
     async fn status(&self, auth: Auth, id: Path<Uuid>, body: Json<ExceptionStatusIn>) -> ApiResult<Json<ExceptionOut>> {
         let b = body.0;
         Ok(Json(
@@ -133,7 +133,7 @@ impl Api {
         ))
     }
 
-    #[oai(path = "/exceptions/:id/assign", method = "post")]
+    #[oai(path = "/exceptions/:id/assign", method = "post", operation_id = "assignException")]
     async fn assign(&self, auth: Auth, id: Path<Uuid>, body: Json<AssignIn>) -> ApiResult<Json<ExceptionOut>> {
         Ok(Json(exceptions::assign(&self.state.db, &auth.0, id.0, body.0.assignee_id, body.0.version).await?.into()))
     }

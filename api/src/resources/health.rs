@@ -36,7 +36,7 @@ pub enum HealthResponse {
 impl Api {
     /// Unauthenticated: each check is only `up`, `down` or `disabled` (with the engine or
     /// backend kind); never host names, addresses or backend error text, which go to the log.
-    #[oai(path = "/health", method = "get")]
+    #[oai(path = "/health", method = "get", operation_id = "getHealth")]
     async fn health(&self) -> HealthResponse {
         let db_ok = self.state.db.ping().await;
         let queue = match &self.state.queues {

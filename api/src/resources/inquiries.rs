@@ -108,7 +108,7 @@ impl Api {
 #[OpenApi(tag = "ApiTags::Inquiries")]
 impl Api {
     /// Record a client's inquiry (status `new`; `lost` at once if the client is blocked).
-    #[oai(path = "/inquiries", method = "post")]
+    #[oai(path = "/inquiries", method = "post", operation_id = "createInquiry")]
     async fn create(&self, auth: Auth, body: Json<CreateInquiry>) -> ApiResult<Created> {
         let b = body.0;
         let input = NewInquiry {
@@ -142,7 +142,7 @@ impl Api {
     }
 
     /// List inquiries, newest first.
-    #[oai(path = "/inquiries", method = "get")]
+    #[oai(path = "/inquiries", method = "get", operation_id = "listInquiries")]
     async fn list(
         &self,
         auth: Auth,
@@ -165,7 +165,7 @@ impl Api {
         Ok(Json(InquiryPage { items, next_cursor: encode_cursor(p.next_cursor) }))
     }
 
-    #[oai(path = "/inquiries/:id", method = "get")]
+    #[oai(path = "/inquiries/:id", method = "get", operation_id = "getInquiry")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<InquiryOut>> {
         let row = inquiries::get(&self.state.db, &auth.0, id.0).await?;
         Ok(Json(self.out(&auth, row).await?))
@@ -173,7 +173,7 @@ impl Api {
 
     /// Move the inquiry to another status; refused with 409 invalid_transition (listing the
     /// allowed targets) when the state machine does not allow it.
-    #[oai(path = "/inquiries/:id/status", method = "post")]
+    #[oai(path = "/inquiries/:id/status", method = "post", operation_id = "transitionInquiry")]
     async fn status(&self, auth: Auth, id: Path<Uuid>, body: Json<InquiryStatusIn>) -> ApiResult<Json<InquiryOut>> {
         let b = body.0;
         let t = InquiryTransition {
@@ -187,7 +187,7 @@ impl Api {
     }
 
     /// Convert an inquiry awaiting its deposit into a booking (pending), in one transaction.
-    #[oai(path = "/inquiries/:id/convert-to-booking", method = "post")]
+    #[oai(path = "/inquiries/:id/convert-to-booking", method = "post", operation_id = "convertInquiryToBooking")]
     async fn convert(&self, auth: Auth, id: Path<Uuid>, body: Json<ConvertIn>) -> ApiResult<BookingCreated> {
         let b = body.0;
         let c = Convert {

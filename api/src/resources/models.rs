@@ -81,7 +81,7 @@ pub enum Created {
 
 #[OpenApi(tag = "ApiTags::Models")]
 impl Api {
-    #[oai(path = "/models", method = "post")]
+    #[oai(path = "/models", method = "post", operation_id = "createModel")]
     async fn create(&self, auth: Auth, body: Json<CreateModel>) -> ApiResult<Created> {
         let b = body.0;
         let m = NewModel {
@@ -96,7 +96,7 @@ impl Api {
         Ok(Created::Model(Json(models::create(&self.state.db, &auth.0, m).await?.into())))
     }
 
-    #[oai(path = "/models", method = "get")]
+    #[oai(path = "/models", method = "get", operation_id = "listModels")]
     async fn list(
         &self,
         auth: Auth,
@@ -111,12 +111,12 @@ impl Api {
         }))
     }
 
-    #[oai(path = "/models/:id", method = "get")]
+    #[oai(path = "/models/:id", method = "get", operation_id = "getModel")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<ModelOut>> {
         Ok(Json(models::get(&self.state.db, &auth.0, id.0).await?.into()))
     }
 
-    #[oai(path = "/models/:id", method = "patch")]
+    #[oai(path = "/models/:id", method = "patch", operation_id = "updateModel")]
     async fn patch(&self, auth: Auth, id: Path<Uuid>, body: Json<PatchModel>) -> ApiResult<Json<ModelOut>> {
         let b = body.0;
         let p = ModelPatch {

@@ -34,7 +34,7 @@ pub enum Created {
 
 #[OpenApi(tag = "ApiTags::Notes")]
 impl Api {
-    #[oai(path = "/notes", method = "post")]
+    #[oai(path = "/notes", method = "post", operation_id = "createNote")]
     async fn create(&self, auth: Auth, body: Json<CreateNote>) -> ApiResult<Created> {
         let b = body.0;
         let n = notes::create(

@@ -189,7 +189,7 @@ fn template_out(t: templates::Template) -> TemplateOut {
 #[OpenApi(tag = "ApiTags::Automation")]
 impl Api {
     /// The delivery ledger, newest first: every send, its attempts and fallbacks.
-    #[oai(path = "/notifications", method = "get")]
+    #[oai(path = "/notifications", method = "get", operation_id = "listNotifications")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
@@ -217,7 +217,7 @@ impl Api {
     }
 
     /// The templates: stored ones and the shipped defaults not replaced.
-    #[oai(path = "/notification-templates", method = "get")]
+    #[oai(path = "/notification-templates", method = "get", operation_id = "listNotificationTemplates")]
     async fn templates(&self, auth: Auth) -> ApiResult<Json<TemplateList>> {
         let items = templates::list(&self.state.db, &auth.0).await?;
         Ok(Json(TemplateList {
@@ -242,7 +242,7 @@ impl Api {
 
     /// Store a template (replacing the one of the same name, channel and locale). It is
     /// rendered against a sample context first: 422 names an unknown variable or template.
-    #[oai(path = "/notification-templates", method = "put")]
+    #[oai(path = "/notification-templates", method = "put", operation_id = "saveNotificationTemplate")]
     async fn save(&self, auth: Auth, body: Json<TemplateIn>) -> ApiResult<Json<TemplateOut>> {
         let b = body.0;
         let input = TemplateInput {
@@ -257,19 +257,19 @@ impl Api {
     }
 
     /// Same as PUT (a new template or a replacement).
-    #[oai(path = "/notification-templates", method = "post")]
+    #[oai(path = "/notification-templates", method = "post", operation_id = "createNotificationTemplate")]
     async fn create(&self, auth: Auth, body: Json<TemplateIn>) -> ApiResult<Json<TemplateOut>> {
         self.save(auth, body).await
     }
 
     /// A user's contact fields (their own, or with `users:read`).
-    #[oai(path = "/users/:id/contact", method = "get")]
+    #[oai(path = "/users/:id/contact", method = "get", operation_id = "getUserContact")]
     async fn user_contact(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<ContactFields>> {
         Ok(Json(contacts::get(&self.state.db, &auth.0, "user", id.0).await?.into()))
     }
 
     /// Set a user's phone, Telegram chat and preferred channel (their own, or `users:manage`).
-    #[oai(path = "/users/:id/contact", method = "put")]
+    #[oai(path = "/users/:id/contact", method = "put", operation_id = "setUserContact")]
     async fn set_user_contact(
         &self,
         auth: Auth,
@@ -280,13 +280,13 @@ impl Api {
     }
 
     /// A model's contact fields (`models:read`).
-    #[oai(path = "/models/:id/contact", method = "get")]
+    #[oai(path = "/models/:id/contact", method = "get", operation_id = "getModelContact")]
     async fn model_contact(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<ContactFields>> {
         Ok(Json(contacts::get(&self.state.db, &auth.0, "model", id.0).await?.into()))
     }
 
     /// Set a model's phone, email, Telegram and preferred channel (`models:write`).
-    #[oai(path = "/models/:id/contact", method = "put")]
+    #[oai(path = "/models/:id/contact", method = "put", operation_id = "setModelContact")]
     async fn set_model_contact(
         &self,
         auth: Auth,
@@ -297,7 +297,7 @@ impl Api {
     }
 
     /// Remove a stored template; a shipped default of that name applies again.
-    #[oai(path = "/notification-templates/:id", method = "delete")]
+    #[oai(path = "/notification-templates/:id", method = "delete", operation_id = "deleteNotificationTemplate")]
     async fn delete(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Deleted> {
         templates::delete(&self.state.db, &auth.0, id.0).await?;
         Ok(Deleted::Done)

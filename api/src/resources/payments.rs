@@ -144,7 +144,7 @@ impl Api {
     /// deposit and moves the booking to deposit_required (`payments:write` or
     /// `bookings:write`). Again for the same booking: the same payment. 502 when Stripe
     /// refuses, 503 when it is unreachable or payments are disabled; nothing changes then.
-    #[oai(path = "/bookings/:id/deposit", method = "post")]
+    #[oai(path = "/bookings/:id/deposit", method = "post", operation_id = "requestBookingDeposit")]
     async fn deposit(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<DepositResponse> {
         let d = payments::request_deposit(&self.state.db, &auth.0, &self.state.payments, id.0).await?;
         let out = DepositOut { client_secret: d.client_secret, payment: d.payment.into() };
@@ -152,7 +152,7 @@ impl Api {
     }
 
     /// Payments, newest first (`payments:read`).
-    #[oai(path = "/payments", method = "get")]
+    #[oai(path = "/payments", method = "get", operation_id = "listPayments")]
     async fn list(
         &self,
         auth: Auth,
@@ -170,14 +170,14 @@ impl Api {
         }))
     }
 
-    #[oai(path = "/payments/:id", method = "get")]
+    #[oai(path = "/payments/:id", method = "get", operation_id = "getPayment")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<PaymentOut>> {
         Ok(Json(payments::get(&self.state.db, &auth.0, id.0).await?.into()))
     }
 
     /// Refund a succeeded payment through Stripe (`payments:refund`; reason required, amount
     /// optional = all that is left). Stripe makes it once, however often the job is retried.
-    #[oai(path = "/payments/:id/refund", method = "post")]
+    #[oai(path = "/payments/:id/refund", method = "post", operation_id = "refundPayment")]
     async fn refund(&self, auth: Auth, id: Path<Uuid>, body: Json<RefundIn>) -> ApiResult<RefundResponse> {
         let r =
             payments::request_refund(&self.state.db, &auth.0, &self.state.payments, id.0, body.0.amount, body.0.reason)
@@ -187,7 +187,7 @@ impl Api {
 
     /// What Stripe's webhooks and the reconciliation delivered, newest first
     /// (`payments:read`): unmatched and rejected deliveries stay visible here.
-    #[oai(path = "/webhooks/stripe/events", method = "get")]
+    #[oai(path = "/webhooks/stripe/events", method = "get", operation_id = "listStripeEvents")]
     async fn events(
         &self,
         auth: Auth,

@@ -70,12 +70,12 @@ fn out(p: sla::Policy) -> PolicyOut {
 
 #[OpenApi(tag = "ApiTags::ActionCenter")]
 impl Api {
-    #[oai(path = "/sla-policies", method = "get")]
+    #[oai(path = "/sla-policies", method = "get", operation_id = "listSlaPolicies")]
     async fn list(&self, auth: Auth) -> ApiResult<Json<Vec<PolicyOut>>> {
         Ok(Json(sla::list_policies(&self.state.db, &auth.0).await?.into_iter().map(out).collect()))
     }
 
-    #[oai(path = "/sla-policies/:id", method = "patch")]
+    #[oai(path = "/sla-policies/:id", method = "patch", operation_id = "updateSlaPolicy")]
     async fn patch(&self, auth: Auth, id: Path<Uuid>, body: Json<PolicyIn>) -> ApiResult<Json<PolicyOut>> {
         let b = body.0;
         let calendar = match b.calendar {

@@ -119,7 +119,7 @@ pub async fn overview(state: &AppState) -> ApiResult<QueueOverview> {
 impl Api {
     /// Per queue: pending, scheduled, running, done, failed, dead, oldest pending age,
     /// jobs/min over 5 and 60 minutes, live workers; the outbox backlog; the last dead jobs.
-    #[oai(path = "/system/queue", method = "get")]
+    #[oai(path = "/system/queue", method = "get", operation_id = "getQueueOverview")]
     async fn queue(&self, auth: Auth) -> ApiResult<Json<QueueOverview>> {
         authorize(&self.state.db, &auth.0, Permission::SystemRead, "system").await?;
         Ok(Json(overview(&self.state).await?))
@@ -130,7 +130,7 @@ impl Api {
     /// lag, relay batch sizes, live connections, SLA warnings, breaches and escalations.
     /// Readable with a token that has `system:read`, or with
     /// `Authorization: Bearer <VIREL_METRICS_TOKEN>` when that setting is set.
-    #[oai(path = "/system/metrics", method = "get")]
+    #[oai(path = "/system/metrics", method = "get", operation_id = "getMetrics")]
     async fn metrics(&self, req: &Request) -> ApiResult<PlainText<String>> {
         if !scrape_token_ok(&self.state, req) {
             let ctx = crate::auth::ctx_from_request(&self.state, req).await?;
@@ -151,7 +151,7 @@ impl Api {
     }
 
     /// Run a dead job again (once: a second retry of the same dead job is 409).
-    #[oai(path = "/system/queue/:queue/jobs/:id/retry", method = "post")]
+    #[oai(path = "/system/queue/:queue/jobs/:id/retry", method = "post", operation_id = "retryDeadJob")]
     async fn retry(&self, auth: Auth, queue: Path<String>, id: Path<Uuid>) -> ApiResult<Json<DeadJobOut>> {
         let backend = self
             .state

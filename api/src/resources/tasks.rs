@@ -59,7 +59,7 @@ pub enum Created {
 
 #[OpenApi(tag = "ApiTags::Tasks")]
 impl Api {
-    #[oai(path = "/tasks", method = "post")]
+    #[oai(path = "/tasks", method = "post", operation_id = "createTask")]
     async fn create(&self, auth: Auth, body: Json<CreateTask>) -> ApiResult<Created> {
         let b = body.0;
         let t = NewTask {
@@ -75,7 +75,7 @@ impl Api {
     }
 
     /// List tasks, newest first. OPERATORs see their own and unassigned tasks only.
-    #[oai(path = "/tasks", method = "get")]
+    #[oai(path = "/tasks", method = "get", operation_id = "listTasks")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
@@ -102,19 +102,19 @@ impl Api {
         }))
     }
 
-    #[oai(path = "/tasks/:id", method = "get")]
+    #[oai(path = "/tasks/:id", method = "get", operation_id = "getTask")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<TaskOut>> {
         Ok(Json(tasks::get(&self.state.db, &auth.0, id.0).await?.into()))
     }
 
-    #[oai(path = "/tasks/:id/status", method = "post")]
+    #[oai(path = "/tasks/:id/status", method = "post", operation_id = "transitionTask")]
     async fn status(&self, auth: Auth, id: Path<Uuid>, body: Json<StatusIn>) -> ApiResult<Json<TaskOut>> {
         let t = TaskTransition { status: body.0.status, version: body.0.version };
         Ok(Json(tasks::transition(&self.state.db, &auth.0, id.0, t).await?.into()))
     }
 
     /// Assign (or claim, or unassign) a task.
-    #[oai(path = "/tasks/:id/assign", method = "post")]
+    #[oai(path = "/tasks/:id/assign", method = "post", operation_id = "assignTask")]
     async fn assign(&self, auth: Auth, id: Path<Uuid>, body: Json<AssignIn>) -> ApiResult<Json<TaskOut>> {
         Ok(Json(tasks::assign(&self.state.db, &auth.0, id.0, body.0.assignee_id, body.0.version).await?.into()))
     }

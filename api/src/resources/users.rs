@@ -53,7 +53,7 @@ pub enum Created {
 
 #[OpenApi(tag = "ApiTags::Users")]
 impl Api {
-    #[oai(path = "/users", method = "get")]
+    #[oai(path = "/users", method = "get", operation_id = "listUsers")]
     async fn list(
         &self,
         auth: Auth,
@@ -68,7 +68,7 @@ impl Api {
         }))
     }
 
-    #[oai(path = "/users", method = "post")]
+    #[oai(path = "/users", method = "post", operation_id = "createUser")]
     async fn create(&self, auth: Auth, body: Json<CreateUser>) -> ApiResult<Created> {
         let b = body.0;
         let u = users::create(
@@ -80,7 +80,7 @@ impl Api {
         Ok(Created::User(Json(u.into())))
     }
 
-    #[oai(path = "/users/:id", method = "patch")]
+    #[oai(path = "/users/:id", method = "patch", operation_id = "updateUser")]
     async fn patch(&self, auth: Auth, id: Path<Uuid>, body: Json<PatchUser>) -> ApiResult<Json<UserOut>> {
         let b = body.0;
         let p = UserPatch {

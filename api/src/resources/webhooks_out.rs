@@ -124,7 +124,7 @@ fn input(b: SubscriptionIn) -> SubscriptionInput {
 
 #[OpenApi(tag = "ApiTags::Webhooks")]
 impl Api {
-    #[oai(path = "/webhooks/subscriptions", method = "get")]
+    #[oai(path = "/webhooks/subscriptions", method = "get", operation_id = "listWebhookSubscriptions")]
     async fn list(
         &self,
         auth: Auth,
@@ -139,23 +139,23 @@ impl Api {
     }
 
     /// Add a subscriber. The answer carries the signing secret, once.
-    #[oai(path = "/webhooks/subscriptions", method = "post")]
+    #[oai(path = "/webhooks/subscriptions", method = "post", operation_id = "createWebhookSubscription")]
     async fn create(&self, auth: Auth, body: Json<SubscriptionIn>) -> ApiResult<Created> {
         let c = webhooks::create(&self.state.db, &auth.0, input(body.0)).await?;
         Ok(Created::Subscription(Json(SubscriptionCreated { subscription: out(c.subscription), secret: c.secret })))
     }
 
-    #[oai(path = "/webhooks/subscriptions/:id", method = "get")]
+    #[oai(path = "/webhooks/subscriptions/:id", method = "get", operation_id = "getWebhookSubscription")]
     async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<SubscriptionOut>> {
         Ok(Json(out(webhooks::get(&self.state.db, &auth.0, id.0).await?)))
     }
 
-    #[oai(path = "/webhooks/subscriptions/:id", method = "put")]
+    #[oai(path = "/webhooks/subscriptions/:id", method = "put", operation_id = "replaceWebhookSubscription")]
     async fn put(&self, auth: Auth, id: Path<Uuid>, body: Json<SubscriptionIn>) -> ApiResult<Json<SubscriptionOut>> {
         Ok(Json(out(webhooks::update(&self.state.db, &auth.0, id.0, input(body.0)).await?)))
     }
 
-    #[oai(path = "/webhooks/subscriptions/:id", method = "delete")]
+    #[oai(path = "/webhooks/subscriptions/:id", method = "delete", operation_id = "deleteWebhookSubscription")]
     async fn delete(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Done>> {
         webhooks::delete(&self.state.db, &auth.0, id.0).await?;
         Ok(Json(Done { ok: true }))
@@ -163,7 +163,7 @@ impl Api {
 
     /// Deliveries, newest first: one per subscriber and event, with its attempts, the last
     /// HTTP status and error.
-    #[oai(path = "/webhooks/deliveries", method = "get")]
+    #[oai(path = "/webhooks/deliveries", method = "get", operation_id = "listWebhookDeliveries")]
     async fn deliveries(
         &self,
         auth: Auth,
