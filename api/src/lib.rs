@@ -151,7 +151,10 @@ pub fn api_service(state: Arc<AppState>) -> OpenApiService<impl poem_openapi::Op
 
 /// The OpenAPI document as JSON (`virel openapi`).
 pub fn openapi_json(state: Arc<AppState>) -> String {
-    openapi::document(&api_service(state).spec())
+    {
+    let currencies = state.db.settings().currencies.clone();
+    openapi::document(&api_service(state).spec(), &currencies)
+}
 }
 
 /// The whole HTTP application: `/api/v1/...`, the OpenAPI document, `/docs` and the operator
@@ -159,7 +162,8 @@ pub fn openapi_json(state: Arc<AppState>) -> String {
 pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
     state.hub.start(state.db.clone(), state.live_redis.clone());
     let service = api_service(state.clone());
-    let spec = openapi::document(&service.spec());
+    let spec = openapi::document(&service.spec(), &state.db.settings().currencies);
+    let contract = middleware::contract::Contract::from_document(&spec);
 
     let docs = service.swagger_ui();
     Route::new()
@@ -182,6 +186,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         .at("/admin/queues/:queue/jobs/:id/retry", post(admin::queues::retry).around(admin::page_guard))
         .around(middleware::input_guard::input_guard)
         .around(middleware::idempotency::idempotency)
+        .with(middleware::contract::Enforce(contract))
         .data(state)
         .around(middleware::body_limit::body_limit)
         .catch_all_error(render_error)

@@ -54,14 +54,16 @@ with another body answers 422; a retry while the first is still running answers 
 ## Live updates
 `GET /ws` upgrades to a WebSocket that streams the Action Center (see that operation)."#;
 
-/// The published document: poem-openapi's, completed (see the module's comment).
-pub fn document(generated: &str) -> String {
+/// The published document: poem-openapi's, completed (see the module's comment), with the
+/// agency's currencies as the enumeration of every currency field.
+pub fn document(generated: &str, currencies: &[String]) -> String {
     let mut doc: Value = match serde_json::from_str(generated) {
         Ok(v) => v,
         // poem-openapi's own output; if it ever failed to parse, serve it unchanged.
         Err(_) => return generated.to_string(),
     };
     complete(&mut doc);
+    constrain(&mut doc, currencies);
     serde_json::to_string(&doc).unwrap_or_else(|_| generated.to_string())
 }
 
@@ -176,28 +178,49 @@ fn summary_of(id: &str) -> String {
 /// parser also takes `null`. A `$ref` cannot carry `nullable` in OpenAPI 3.0, so it is
 /// wrapped in `allOf`.
 fn nullable_options(doc: &mut Value) {
+    let types: Map<String, Value> = doc["components"]["schemas"]
+        .as_object()
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.get("type")?.clone()))).collect())
+        .unwrap_or_default();
     let Some(schemas) = doc["components"]["schemas"].as_object_mut() else { return };
     for schema in schemas.values_mut() {
         let required: Vec<String> = schema["required"]
             .as_array()
             .map(|r| r.iter().filter_map(|v| v.as_str().map(String::from)).collect())
             .unwrap_or_default();
-        let Some(props) = schema["properties"].as_object_mut() else { continue };
+        let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else { continue };
         for (name, p) in props.iter_mut() {
             if required.contains(name) || p.get("default").is_some() {
                 continue;
             }
-            make_nullable(p);
+            make_nullable(p, &types);
         }
     }
 }
 
-fn make_nullable(p: &mut Value) {
+/// OpenAPI 3.0 applies `nullable` only beside an explicit `type`: a reference is wrapped in
+/// `allOf` with the referenced schema's type; a schema without a type (any value) already
+/// admits `null`.
+fn make_nullable(p: &mut Value, types: &Map<String, Value>) {
     let Some(obj) = p.as_object_mut() else { return };
     if let Some(r) = obj.remove("$ref") {
+        let name = r.as_str().and_then(|r| r.rsplit('/').next()).unwrap_or_default().to_string();
         obj.insert("allOf".into(), json!([{"$ref": r}]));
+        obj.insert("type".into(), types.get(&name).cloned().unwrap_or(json!("object")));
     }
-    obj.insert("nullable".into(), json!(true));
+    if !obj.contains_key("type")
+        && let Some(name) = obj
+            .get("allOf")
+            .and_then(|a| a.as_array())
+            .and_then(|a| a.iter().find_map(|x| x["$ref"].as_str()))
+            .and_then(|r| r.rsplit('/').next())
+    {
+        let ty = types.get(name).cloned().unwrap_or(json!("object"));
+        obj.insert("type".into(), ty);
+    }
+    if obj.contains_key("type") {
+        obj.insert("nullable".into(), json!(true));
+    }
 }
 
 /// Schemas the completed parts refer to: the live feed's messages.
@@ -218,15 +241,6 @@ fn add_schemas(doc: &mut Value) {
             "error": {"allOf": [{"$ref": "#/components/schemas/ErrorInfo"}], "description": "error"}
         }
     });
-    schemas["LiveFeedRequest"] = json!({
-        "type": "object",
-        "description": "What a client sends on the live feed: `{\"token\": \"...\"}` first when it connected \
-            without a credential (within 10 seconds), `{\"type\":\"resync\"}` for a fresh snapshot.",
-        "properties": {
-            "token": {"type": "string", "description": "An access token."},
-            "type": {"type": "string", "enum": ["resync"]}
-        }
-    });
 }
 
 /// `GET /ws`, the Action Center's live feed, is a WebSocket upgrade served beside the
@@ -241,22 +255,28 @@ fn add_live_feed(doc: &mut Value) {
                 Authenticate with the `Authorization` header or the session cookie (the `Origin` must then \
                 be Virel's own), or send `{\"token\": \"...\"}` as the first message. The server sends \
                 `LiveFeedMessage`s: a `snapshot` at once, then `item.upserted` / `item.removed` as items \
-                change; the client may send `LiveFeedRequest`s. The credential is re-checked every 2 \
+                change; the client may send `{\"type\": \"resync\"}`. The credential is re-checked every 2 \
                 seconds: a deactivated user, a changed role or an expired token closes the socket with a \
                 reason. A request that is not an upgrade answers 400.",
             "responses": {
                 "101": {
-                    "description": "Switching to the WebSocket protocol; messages are `LiveFeedMessage` (server) and `LiveFeedRequest` (client).",
+                    "description": "Switching to the WebSocket protocol; the server's messages are `LiveFeedMessage`s.",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LiveFeedMessage"}}}
                 }
             },
             "x-websocket": {
                 "server-messages": {"$ref": "#/components/schemas/LiveFeedMessage"},
-                "client-messages": {"$ref": "#/components/schemas/LiveFeedRequest"}
+                "client-messages": {
+                    "type": "object",
+                    "description": "`{\"token\": \"...\"}` first when connected without a credential (within 10 seconds); `{\"type\": \"resync\"}` for a fresh snapshot.",
+                    "properties": {
+                        "token": {"type": "string", "description": "An access token."},
+                        "type": {"type": "string", "enum": ["resync"]}
+                    }
+                }
             }
         }
     });
-    let _ = doc["components"]["schemas"]["LiveFeedRequest"].as_object();
 }
 
 /// OpenAPI links from each create to the operations on what it created, so a client (and the
@@ -343,9 +363,197 @@ fn add_examples(doc: &mut Value) {
     ];
     for (id, example) in examples {
         let Some(op) = find_op(doc, id) else { continue };
-        let Some(content) = op["requestBody"]["content"].as_object_mut() else { continue };
+        let Some(content) = op.pointer_mut("/requestBody/content").and_then(|c| c.as_object_mut()) else { continue };
         for media in content.values_mut() {
             media["example"] = example.clone();
+        }
+    }
+}
+
+/// Where a value is one of a list the commands check (`one_of`), the document says so: a body
+/// field by schema and property, a parameter by operation and name. The lists are the
+/// domain's own constants, so the document and the check cannot drift apart.
+fn enumerations(currencies: &[String]) -> (Vec<(&'static str, &'static str, Vec<String>)>, Vec<(&'static str, &'static str, Vec<String>)>) {
+    use virel_domain::automation::rules::{ACTIONS, OPERATORS, TRIGGERS};
+    use virel_domain::commands::{contacts, models, notifications, payments, templates, webhooks_in};
+    use virel_domain::machine::*;
+    let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let triggers: Vec<String> = TRIGGERS.iter().map(|t| t.0.to_string()).collect();
+    let zones: Vec<String> = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name().to_string()).collect();
+    let days = l(&["mon", "tue", "wed", "thu", "fri", "sat", "sun"]);
+    let props = vec![
+        ("ActionIo", "type", l(ACTIONS)),
+        ("ConditionIo", "operator", l(OPERATORS)),
+        ("BookingStatusIn", "status", l(BOOKING.states)),
+        ("CreateBooking", "status", l(&["draft", "pending"])),
+        ("ClientIn", "preferred_channel", l(CHANNELS)),
+        ("CreateClient", "preferred_channel", l(CHANNELS)),
+        ("PatchClient", "preferred_channel", l(CHANNELS)),
+        ("ContactFields", "preferred_channel", l(contacts::PREFERRED)),
+        ("CreateException", "severity", l(SEVERITIES)),
+        ("CreateException", "type", l(EXCEPTION_TYPES)),
+        ("CreateException", "subject_type", l(SUBJECT_TYPES)),
+        ("CreateInquiry", "source", l(INQUIRY_SOURCES)),
+        ("CreateNote", "subject_type", l(SUBJECT_TYPES)),
+        ("CreateTask", "priority", l(PRIORITIES)),
+        ("CreateTask", "type", l(TASK_TYPES)),
+        ("CreateTask", "subject_type", l(SUBJECT_TYPES)),
+        ("CreateUser", "role", l(notifications::ROLES)),
+        ("PatchUser", "role", l(notifications::ROLES)),
+        ("ExceptionStatusIn", "status", l(EXCEPTION.states)),
+        ("InquiryStatusIn", "status", l(INQUIRY.states)),
+        ("StatusIn", "status", l(TASK.states)),
+        ("Money", "currency", currencies.to_vec()),
+        ("RateIn", "currency", currencies.to_vec()),
+        ("PatchModel", "status", l(models::MODEL_STATUSES)),
+        ("ResolveIn", "status", l(&["resolved", "dismissed"])),
+        ("RuleIn", "trigger", triggers.clone()),
+        ("SampleEventIn", "type", triggers.clone()),
+        ("RulesIn", "time_zone", zones),
+        ("TemplateIn", "channel", l(templates::CHANNELS)),
+        ("WeeklyIn", "day", days),
+    ];
+    let params = vec![
+        ("listActionCenterItems", "kind", l(&["task", "exception"])),
+        ("listActionCenterItems", "priority", l(PRIORITIES)),
+        ("confirmActionCenterItem", "kind", l(&["task", "exception"])),
+        ("contactActionCenterItem", "kind", l(&["task", "exception"])),
+        ("noteActionCenterItem", "kind", l(&["task", "exception"])),
+        ("assignActionCenterItem", "kind", l(&["task", "exception"])),
+        ("acknowledgeActionCenterItem", "kind", l(&["task", "exception"])),
+        ("listBookings", "status", l(BOOKING.states)),
+        ("listInquiries", "status", l(INQUIRY.states)),
+        ("listTasks", "status", l(TASK.states)),
+        ("listTasks", "type", l(TASK_TYPES)),
+        ("listExceptions", "status", l(EXCEPTION.states)),
+        ("listExceptions", "type", l(EXCEPTION_TYPES)),
+        ("listModels", "status", l(models::MODEL_STATUSES)),
+        ("listNotifications", "status", l(notifications::NOTIFICATION_STATUSES)),
+        ("listNotifications", "channel", l(templates::CHANNELS)),
+        ("listPayments", "status", l(payments::PAYMENT_STATUSES)),
+        ("listPayments", "type", l(payments::PAYMENT_KINDS)),
+        ("listWebhookDeliveries", "status", l(virel_domain::webhooks::DELIVERY_STATUSES)),
+        ("listStripeEvents", "status", l(webhooks_in::STATUSES)),
+        ("retryDeadJob", "queue", virel_domain::jobs::Queue::ALL.iter().map(|q| q.as_str().to_string()).collect()),
+    ];
+    (props, params)
+}
+
+/// A page cursor: 16 bytes in unpadded base64url (the last character carries 2 bits), or empty.
+const CURSOR: &str = "^([A-Za-z0-9_-]{21}[AQgw])?$";
+/// Optional texts that, when given, must not be blank (a name cannot be cleared).
+const NOT_BLANK_WHEN_GIVEN: &[&str] = &["name", "text", "reason", "resolution"];
+/// No text may carry a NUL character (the input guard refuses it with 422).
+const NO_NUL: &str = "^[^\\x00]*$";
+/// A required text that must not be blank either (the commands refuse an empty or
+/// whitespace-only one with 422).
+const NOT_BLANK: &str = "^[^\\x00]*[^\\x00\\s][^\\x00]*$";
+
+/// Bounds the handlers enforce that poem-openapi's derive cannot state: enumerations, the
+/// page size, text without NUL (and required text not blank).
+fn constrain(doc: &mut Value, currencies: &[String]) {
+    let (props, params) = enumerations(currencies);
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        for (schema, prop, values) in &props {
+            if let Some(p) = schemas.get_mut(*schema).and_then(|s| s.get_mut("properties")).and_then(|s| s.get_mut(*prop)) {
+                set_enum(p, values);
+            }
+        }
+        for schema in schemas.values_mut() {
+            let required: Vec<String> = schema["required"]
+                .as_array()
+                .map(|r| r.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .unwrap_or_default();
+            for (name, p) in schema.get_mut("properties").and_then(|p| p.as_object_mut()).into_iter().flatten() {
+                text_pattern(p, required.contains(name) || NOT_BLANK_WHEN_GIVEN.contains(&name.as_str()));
+                if let Some(items) = p.get_mut("items") {
+                    text_pattern(items, false);
+                }
+            }
+        }
+    }
+    closed_request_bodies(doc);
+    for_each_operation(doc, |id, op| {
+        for p in op.get_mut("parameters").and_then(|p| p.as_array_mut()).into_iter().flatten() {
+            let name = p["name"].as_str().unwrap_or_default().to_string();
+            if let Some((_, _, values)) = params.iter().find(|(o, n, _)| *o == id && *n == name) {
+                set_enum(&mut p["schema"], values);
+            }
+            if name == "limit" {
+                p["schema"]["minimum"] = json!(1);
+                p["schema"]["maximum"] = json!(200);
+            }
+            if name == "cursor" {
+                // What `encode_cursor` gives out: an id, 16 bytes in unpadded base64url.
+                p["schema"]["pattern"] = json!(CURSOR);
+                p["schema"]["description"] = json!("The `next_cursor` of the previous page.");
+            }
+            text_pattern(&mut p["schema"], false);
+        }
+    });
+}
+
+fn set_enum(p: &mut Value, values: &[String]) {
+    p["enum"] = json!(values);
+    if let Some(o) = p.as_object_mut() {
+        o.remove("maxLength");
+    }
+}
+
+fn text_pattern(p: &mut Value, required: bool) {
+    let plain = p["type"] == "string" && p.get("enum").is_none() && p.get("format").is_none() && p.get("pattern").is_none();
+    if plain {
+        p["pattern"] = json!(if required { NOT_BLANK } else { NO_NUL });
+    }
+}
+
+fn for_each_operation(doc: &mut Value, mut f: impl FnMut(&str, &mut Value)) {
+    for item in doc["paths"].as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+        for op in item.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+            let id = op["operationId"].as_str().unwrap_or_default().to_string();
+            f(&id, op);
+        }
+    }
+}
+
+/// Request bodies take no properties beyond their schema's (`additionalProperties: false`,
+/// enforced by the contract middleware): a misspelt field is refused, not silently dropped.
+/// Only schemas reachable from a request body are closed; answers may grow new fields.
+fn closed_request_bodies(doc: &mut Value) {
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(r) = o.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.rsplit('/').next()) {
+                    out.push(r.to_string());
+                }
+                o.values().for_each(|c| refs(c, out));
+            }
+            Value::Array(a) => a.iter().for_each(|c| refs(c, out)),
+            _ => {}
+        }
+    }
+    let mut todo = Vec::new();
+    for item in doc["paths"].as_object().into_iter().flat_map(|m| m.values()) {
+        for op in item.as_object().into_iter().flat_map(|m| m.values()) {
+            if let Some(b) = op.get("requestBody") {
+                refs(b, &mut todo);
+            }
+        }
+    }
+    let mut closed = std::collections::BTreeSet::new();
+    while let Some(name) = todo.pop() {
+        if closed.insert(name.clone())
+            && let Some(s) = doc.pointer(&format!("/components/schemas/{name}"))
+        {
+            refs(s, &mut todo);
+        }
+    }
+    let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(|s| s.as_object_mut()) else { return };
+    for name in closed {
+        if let Some(s) = schemas.get_mut(&name)
+            && s.get("properties").is_some()
+        {
+            s["additionalProperties"] = json!(false);
         }
     }
 }

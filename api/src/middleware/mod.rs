@@ -7,10 +7,13 @@
 //!   duration), inside that span.
 //! - `retry_after`: every 503 carries `Retry-After` (the database or the queues are down).
 //! - `body_limit`: every body is capped at `MAX_BODY_BYTES`, however it is framed.
+//! - `contract`: JSON bodies held to the OpenAPI document's schemas (422 naming the field), and
+//!   a 405 lists the path's methods in `Allow`.
 //! - `idempotency`: the `Idempotency-Key` store for writes.
 //! - `input_guard`: no NUL character in a path, query parameter or body reaches SQL (422).
 
 pub mod access_log;
+pub mod contract;
 pub mod body_limit;
 pub mod idempotency;
 pub mod input_guard;

@@ -12,6 +12,9 @@ use crate::rows::{Model, Page};
 use crate::store::{Conn, Db};
 use crate::{Ctx, new_id, now, q_all, q_exec, q_opt};
 
+/// A model's statuses.
+pub const MODEL_STATUSES: &[&str] = &["active", "inactive"];
+
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 pub struct Rate {
     pub duration_minutes: i64,
@@ -125,7 +128,7 @@ pub async fn get(db: &Db, ctx: &Ctx, id: Uuid) -> DomainResult<Model> {
 pub async fn list(db: &Db, ctx: &Ctx, status: Option<String>, page: PageReq) -> DomainResult<Page<Model>> {
     authorize(db, ctx, Permission::ModelsRead, "model").await?;
     if let Some(s) = &status {
-        one_of(s, &["active", "inactive"], "status")?;
+        one_of(s, MODEL_STATUSES, "status")?;
     }
     let rows = q_all!(
         &mut db.acquire().await?.conn(),
@@ -145,7 +148,7 @@ pub async fn update(db: &Db, ctx: &Ctx, id: Uuid, p: ModelPatch) -> DomainResult
         validate_rates(r, &db.settings().currencies)?;
     }
     if let Some(s) = &p.status {
-        one_of(s, &["active", "inactive"], "status")?;
+        one_of(s, MODEL_STATUSES, "status")?;
     }
     validate_slug(&p.seo_slug)?;
     validate_attributes(&p.attributes)?;

@@ -151,6 +151,9 @@ pub struct Message<'a> {
     pub critical: bool,
 }
 
+/// A notification's statuses, queued to sent or failed (delivered when the provider reports it).
+pub const NOTIFICATION_STATUSES: &[&str] = &["queued", "sending", "sent", "delivered", "failed"];
+
 pub const ROLES: &[&str] = &["OWNER", "OPS_MANAGER", "OPERATOR", "FINANCE", "CONTENT_MANAGER"];
 
 /// Records a notification about an event's subject and announces it for sending.
@@ -714,7 +717,7 @@ pub fn masked(ctx: &Ctx, mut n: Notification) -> Notification {
 pub async fn list(db: &Db, ctx: &Ctx, f: Filter, page: super::PageReq) -> DomainResult<Page<Notification>> {
     authorize(db, ctx, Permission::ActionCenterRead, "notification").await?;
     if let Some(s) = &f.status {
-        super::one_of(s, &["queued", "sending", "sent", "delivered", "failed"], "status")?;
+        super::one_of(s, NOTIFICATION_STATUSES, "status")?;
     }
     if let Some(c) = &f.channel {
         super::one_of(c, templates::CHANNELS, "channel")?;
