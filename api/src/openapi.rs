@@ -257,8 +257,12 @@ fn add_live_feed(doc: &mut Value) {
                 `LiveFeedMessage`s: a `snapshot` at once, then `item.upserted` / `item.removed` as items \
                 change; the client may send `{\"type\": \"resync\"}`. The credential is re-checked every 2 \
                 seconds: a deactivated user, a changed role or an expired token closes the socket with a \
-                reason. A request that is not an upgrade answers 400.",
+                reason. A plain `GET` (not an upgrade) answers the `snapshot` message at once, as JSON.",
             "responses": {
+                "200": {
+                    "description": "Not an upgrade: the `snapshot` message.",
+                    "content": {"application/json; charset=utf-8": {"schema": {"$ref": "#/components/schemas/LiveFeedMessage"}}}
+                },
                 "101": {
                     "description": "Switching to the WebSocket protocol; the server's messages are `LiveFeedMessage`s.",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LiveFeedMessage"}}}
@@ -390,6 +394,7 @@ fn enumerations(currencies: &[String]) -> (Vec<(&'static str, &'static str, Vec<
         ("CreateClient", "preferred_channel", l(CHANNELS)),
         ("PatchClient", "preferred_channel", l(CHANNELS)),
         ("ContactFields", "preferred_channel", l(contacts::PREFERRED)),
+        ("UserContactIn", "preferred_channel", l(contacts::PREFERRED)),
         ("CreateException", "severity", l(SEVERITIES)),
         ("CreateException", "type", l(EXCEPTION_TYPES)),
         ("CreateException", "subject_type", l(SUBJECT_TYPES)),
@@ -414,6 +419,7 @@ fn enumerations(currencies: &[String]) -> (Vec<(&'static str, &'static str, Vec<
         ("WeeklyIn", "day", days),
     ];
     let params = vec![
+        ("listUsers", "role", l(notifications::ROLES)),
         ("listActionCenterItems", "kind", l(&["task", "exception"])),
         ("listActionCenterItems", "priority", l(PRIORITIES)),
         ("confirmActionCenterItem", "kind", l(&["task", "exception"])),
@@ -439,6 +445,60 @@ fn enumerations(currencies: &[String]) -> (Vec<(&'static str, &'static str, Vec<
     (props, params)
 }
 
+/// A time from 2000 to 2099.
+const YEAR_2000_TO_2099: &str = "^20[0-9]{2}-";
+/// A client's phone as the commands take it: 6 to 15 digits with spaces, `+`, `-`, brackets; or empty (none).
+const CLIENT_PHONE: &str = "^([ +()-]*([0-9][ +()-]*){6,15})?$";
+/// An email address (ASCII), or empty (none).
+const EMAIL_OR_EMPTY: &str = "^([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+)?$";
+const EMAIL: &str = "^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+$";
+/// A Telegram handle (`@name`, 3 to 64 characters of a-z, 0-9 and _), or empty.
+const CLIENT_TELEGRAM: &str = "^(@?[A-Za-z0-9_]{3,63})?$";
+/// A notification contact: a Telegram chat id or `@handle`, or empty.
+const CONTACT_TELEGRAM: &str = "^(@[A-Za-z0-9_]{3,62}|-?[0-9]{1,32})?$";
+/// E.164 (`+447700900123`), or empty.
+const E164_OR_EMPTY: &str = "^(\\+[0-9]{8,15})?$";
+/// An http(s) URL on a named host, without credentials or fragment.
+const WEBHOOK_URL: &str = "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?(\\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]*)?$";
+
+/// What the commands check of each body field, stated for the document (and so enforced at
+/// the edge by the contract middleware): a pattern, bounds, a minimum count.
+fn bounds() -> Vec<(&'static str, &'static str, Value)> {
+    let max_amount = virel_domain::validate::MAX_AMOUNT;
+    let mut v = Vec::new();
+    for schema in ["ClientIn", "CreateClient", "PatchClient"] {
+        v.push((schema, "phone", json!({"pattern": CLIENT_PHONE})));
+        v.push((schema, "email", json!({"pattern": EMAIL_OR_EMPTY})));
+        v.push((schema, "telegram", json!({"pattern": CLIENT_TELEGRAM})));
+    }
+    v.extend([
+        ("ContactFields", "phone", json!({"pattern": E164_OR_EMPTY})),
+        ("ContactFields", "email", json!({"pattern": EMAIL_OR_EMPTY})),
+        ("ContactFields", "telegram", json!({"pattern": CONTACT_TELEGRAM})),
+        ("UserContactIn", "phone", json!({"pattern": E164_OR_EMPTY})),
+        ("UserContactIn", "telegram", json!({"pattern": CONTACT_TELEGRAM})),
+        ("CreateUser", "email", json!({"pattern": EMAIL})),
+        ("CreateUser", "password", json!({"minLength": 8})),
+        ("PatchUser", "password", json!({"minLength": 8})),
+        ("TemplateIn", "name", json!({"pattern": "^[a-z0-9_]{1,64}$"})),
+        ("TemplateIn", "bot", json!({"enum": ["diva", "kesha", null]})),
+        ("SubscriptionIn", "url", json!({"pattern": WEBHOOK_URL, "maxLength": 2048})),
+        ("PolicyIn", "minutes", json!({"minimum": 1, "maximum": 43200})),
+        ("PolicyIn", "at_risk_percent", json!({"minimum": 1, "maximum": 99})),
+        ("RateIn", "duration_minutes", json!({"minimum": 15, "maximum": 1440})),
+        ("RateIn", "amount", json!({"minimum": 0, "maximum": max_amount})),
+        ("Money", "amount", json!({"minimum": 0, "maximum": max_amount})),
+        ("RefundIn", "amount", json!({"minimum": 1, "maximum": max_amount})),
+        ("CreateBooking", "duration_minutes", json!({"minimum": 15, "maximum": 1440})),
+        ("CreateInquiry", "duration_minutes", json!({"minimum": 15, "maximum": 1440})),
+        ("ConvertIn", "duration_minutes", json!({"minimum": 15, "maximum": 1440})),
+        ("RuleIn", "actions", json!({"minItems": 1})),
+        ("ActionIo", "params", json!({"type": "object"})),
+        ("TestIn", "replay_last", json!({"minimum": 1, "maximum": 500})),
+    ]);
+    v
+}
+
 /// A page cursor: 16 bytes in unpadded base64url (the last character carries 2 bits), or empty.
 const CURSOR: &str = "^([A-Za-z0-9_-]{21}[AQgw])?$";
 /// Optional texts that, when given, must not be blank (a name cannot be cleared).
@@ -453,13 +513,22 @@ const NOT_BLANK: &str = "^[^\\x00]*[^\\x00\\s][^\\x00]*$";
 /// page size, text without NUL (and required text not blank).
 fn constrain(doc: &mut Value, currencies: &[String]) {
     let (props, params) = enumerations(currencies);
+    let requests = request_schemas(doc);
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         for (schema, prop, values) in &props {
             if let Some(p) = schemas.get_mut(*schema).and_then(|s| s.get_mut("properties")).and_then(|s| s.get_mut(*prop)) {
                 set_enum(p, values);
             }
         }
-        for schema in schemas.values_mut() {
+        for (schema, prop, bound) in bounds() {
+            if let Some(p) = schemas.get_mut(schema).and_then(|s| s.get_mut("properties")).and_then(|s| s.get_mut(prop))
+                && let (Some(p), Some(bound)) = (p.as_object_mut(), bound.as_object())
+            {
+                p.extend(bound.clone());
+            }
+        }
+        for (name, schema) in schemas.iter_mut().filter(|(n, _)| requests.contains(n.as_str())) {
+            let _ = name;
             let required: Vec<String> = schema["required"]
                 .as_array()
                 .map(|r| r.iter().filter_map(|v| v.as_str().map(String::from)).collect())
@@ -494,13 +563,25 @@ fn constrain(doc: &mut Value, currencies: &[String]) {
 }
 
 fn set_enum(p: &mut Value, values: &[String]) {
-    p["enum"] = json!(values);
+    let mut values = json!(values);
+    // OpenAPI 3.0: a nullable enumeration lists `null` among its values.
+    if p["nullable"] == true
+        && let Some(v) = values.as_array_mut()
+    {
+        v.push(Value::Null);
+    }
+    p["enum"] = values;
     if let Some(o) = p.as_object_mut() {
         o.remove("maxLength");
     }
 }
 
 fn text_pattern(p: &mut Value, required: bool) {
+    if p["type"] == "string" && p["format"] == "date-time" && p.get("pattern").is_none() {
+        // The commands take times from 2000-01-01 to before 2100-01-01 (UTC).
+        p["pattern"] = json!(YEAR_2000_TO_2099);
+        return;
+    }
     let plain = p["type"] == "string" && p.get("enum").is_none() && p.get("format").is_none() && p.get("pattern").is_none();
     if plain {
         p["pattern"] = json!(if required { NOT_BLANK } else { NO_NUL });
@@ -520,6 +601,19 @@ fn for_each_operation(doc: &mut Value, mut f: impl FnMut(&str, &mut Value)) {
 /// enforced by the contract middleware): a misspelt field is refused, not silently dropped.
 /// Only schemas reachable from a request body are closed; answers may grow new fields.
 fn closed_request_bodies(doc: &mut Value) {
+    let closed = request_schemas(doc);
+    let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(|s| s.as_object_mut()) else { return };
+    for name in closed {
+        if let Some(s) = schemas.get_mut(&name)
+            && s.get("properties").is_some()
+        {
+            s["additionalProperties"] = json!(false);
+        }
+    }
+}
+
+/// The schemas a request body refers to, directly or through other schemas.
+fn request_schemas(doc: &Value) -> std::collections::BTreeSet<String> {
     fn refs(v: &Value, out: &mut Vec<String>) {
         match v {
             Value::Object(o) => {
@@ -540,20 +634,13 @@ fn closed_request_bodies(doc: &mut Value) {
             }
         }
     }
-    let mut closed = std::collections::BTreeSet::new();
+    let mut found = std::collections::BTreeSet::new();
     while let Some(name) = todo.pop() {
-        if closed.insert(name.clone())
+        if found.insert(name.clone())
             && let Some(s) = doc.pointer(&format!("/components/schemas/{name}"))
         {
             refs(s, &mut todo);
         }
     }
-    let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(|s| s.as_object_mut()) else { return };
-    for name in closed {
-        if let Some(s) = schemas.get_mut(&name)
-            && s.get("properties").is_some()
-        {
-            s["additionalProperties"] = json!(false);
-        }
-    }
+    found
 }

@@ -30,6 +30,14 @@ pub const QUEUE_LIMIT: usize = 256;
 /// The resync message.
 pub const RESYNC: &str = r#"{"type":"resync"}"#;
 
+/// The `snapshot` message for `ctx`: its open items and counts (and which items it holds).
+pub async fn snapshot(db: &Db, ctx: &Ctx) -> virel_domain::DomainResult<(Value, Vec<(String, uuid::Uuid)>)> {
+    let l = action_center::list(db, ctx, &Filter::default()).await?;
+    let held = l.items.iter().map(|i| (i.kind.clone(), i.id)).collect();
+    let items: Vec<Value> = l.items.into_iter().map(wire).collect();
+    Ok((json!({"type": "snapshot", "items": items, "counts": CountsOut::from(&l.counts).to_json()}), held))
+}
+
 struct Conn {
     ctx: Ctx,
     tx: mpsc::Sender<String>,
@@ -60,11 +68,10 @@ impl Hub {
         let behind = std::sync::Arc::new(AtomicBool::new(false));
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut seen = HashSet::new();
-        let snapshot = match action_center::list(db, &ctx, &Filter::default()).await {
-            Ok(l) => {
-                seen.extend(l.items.iter().map(|i| (i.kind.clone(), i.id)));
-                let items: Vec<Value> = l.items.into_iter().map(wire).collect();
-                json!({"type": "snapshot", "items": items, "counts": CountsOut::from(&l.counts).to_json()})
+        let snapshot = match snapshot(db, &ctx).await {
+            Ok((v, items)) => {
+                seen.extend(items);
+                v
             }
             Err(e) => json!({"type": "error", "error": {"code": e.code(), "message": e.to_string()}}),
         };

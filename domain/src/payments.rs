@@ -136,10 +136,13 @@ impl Payments {
         self.provider.is_some()
     }
 
-    /// The provider, or 503 `service_unavailable` when payments are disabled.
+    /// The provider, or 409 `guard_failed` (`payments_enabled`) when payments are disabled:
+    /// the deployment has no provider key, which retrying will not change (a 503 would say
+    /// it might).
     pub fn provider(&self) -> Result<&Arc<dyn PaymentProvider>, DomainError> {
-        self.provider.as_ref().ok_or_else(|| {
-            DomainError::Unavailable("payments are disabled: no payment provider key is configured".into())
+        self.provider.as_ref().ok_or_else(|| DomainError::GuardFailed {
+            guard: "payments_enabled",
+            message: "payments are disabled: no payment provider key is configured".into(),
         })
     }
 }

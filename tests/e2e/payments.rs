@@ -418,8 +418,10 @@ crate::both_engines!(payments_disabled_without_a_key, |app: TestApp| async move 
     let b = fixtures::booking(&app, &admin, 3 * 24 * 60).await;
     app.ok(&admin, &format!("/bookings/{}/status", b["id"].as_str().unwrap()), json!({"status": "pending"}), 200).await;
     let (s, e) = app.post(Some(&admin), &format!("/bookings/{}/deposit", b["id"].as_str().unwrap()), json!({})).await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{e}");
-    assert_eq!(e["error"]["code"], "service_unavailable");
+    // Disabled is not an outage: 409 naming the guard, not a 503 inviting retries.
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["error"]["code"], "guard_failed");
+    assert_eq!(e["error"]["details"]["guard"], "payments_enabled");
     assert_eq!(booking_status(&app, &admin, b["id"].as_str().unwrap()).await, "pending");
     let (_, health) = app.send(reqwest::Method::GET, None, "/health", None).await;
     assert_eq!(health["checks"]["payments"]["status"], "disabled", "{health}");

@@ -174,7 +174,12 @@ impl<E: Endpoint> Endpoint for EnforceEndpoint<E> {
             }
             req.set_body(body);
         }
-        let mut resp = self.inner.call(req).await?.into_response();
+        let mut resp = match self.inner.call(req).await {
+            Ok(r) => r.into_response(),
+            // The router's 405 is an error until rendered; render it here to add `Allow`.
+            Err(e) if e.status() == StatusCode::METHOD_NOT_ALLOWED => crate::error::render_error(e).await,
+            Err(e) => return Err(e),
+        };
         if resp.status() == StatusCode::METHOD_NOT_ALLOWED
             && !resp.headers().contains_key(ALLOW)
             && let Some(v) = self.contract.allowed(&path).and_then(|m| HeaderValue::from_str(m).ok())

@@ -155,10 +155,25 @@ impl Api {
 /// `{"type": "item.removed", "item": {"kind", "id"}}` for the items the user may see. A
 /// reconnecting client gets a fresh snapshot.
 #[poem::handler]
-pub async fn ws(req: &Request, ws: WebSocket, state: poem::web::Data<&Arc<AppState>>) -> poem::Response {
+pub async fn ws(
+    req: &Request,
+    ws: poem::Result<WebSocket>,
+    state: poem::web::Data<&Arc<AppState>>,
+) -> poem::Response {
     use poem::IntoResponse;
     use tracing::Instrument;
     let state: Arc<AppState> = state.0.clone();
+    let Ok(ws) = ws else {
+        // Not an upgrade: the snapshot the socket would start with, as one JSON answer.
+        let ctx = match auth::ctx_from_request(&state, req).await {
+            Ok(ctx) => ctx,
+            Err(e) => return e.into_response_error(),
+        };
+        return match crate::realtime::snapshot(&state.db, &ctx).await {
+            Ok((v, _)) => poem::web::Json(v).into_response(),
+            Err(e) => ApiError::from(e).into_response_error(),
+        };
+    };
     let early = match auth::credential(req) {
         Some(c) => match auth::ctx_from_request(&state, req).await {
             Ok(ctx) => Some((ctx, auth::expiry(&state, &c))),

@@ -165,6 +165,26 @@ impl From<ContactFields> for contacts::Contact {
     }
 }
 
+/// What a user's contact may change: a user's email is their login, changed on the user.
+#[derive(Object)]
+pub struct UserContactIn {
+    /// E.164, `+447700900123` (SMS).
+    #[oai(validator(max_length = 32))]
+    pub phone: Option<String>,
+    /// A Telegram chat id (digits) or `@handle`.
+    #[oai(validator(max_length = 64))]
+    pub telegram: Option<String>,
+    /// telegram, sms or email.
+    #[oai(validator(max_length = 16))]
+    pub preferred_channel: Option<String>,
+}
+
+impl From<UserContactIn> for contacts::Contact {
+    fn from(c: UserContactIn) -> Self {
+        contacts::Contact { phone: c.phone, email: None, telegram: c.telegram, preferred_channel: c.preferred_channel }
+    }
+}
+
 #[derive(ApiResponse)]
 pub enum Deleted {
     #[oai(status = 204)]
@@ -274,7 +294,7 @@ impl Api {
         &self,
         auth: Auth,
         id: Path<Uuid>,
-        body: Json<ContactFields>,
+        body: Json<UserContactIn>,
     ) -> ApiResult<Json<ContactFields>> {
         Ok(Json(contacts::set(&self.state.db, &auth.0, "user", id.0, body.0.into()).await?.into()))
     }

@@ -79,7 +79,7 @@ async fn check_overlap(
     end: DateTime<Utc>,
 ) -> DomainResult<()> {
     if !tx.lock_row(LockTable::Models, model_id).await? {
-        return Err(DomainError::invalid("model_id names no model"));
+        return Err(DomainError::NotFound { entity: "model" });
     }
     let clash = q_opt!(
         &mut tx.conn(),
@@ -126,18 +126,18 @@ pub(crate) async fn insert(tx: &mut Tx, ctx: &Ctx, b: NewBookingRow) -> DomainRe
     }
     let client = super::clients::load(&mut tx.conn(), b.client_id)
         .await
-        .map_err(|_| DomainError::invalid("client_id names no client"))?;
+        .map_err(|_| DomainError::NotFound { entity: "client" })?;
     if client.blocked {
         return Err(DomainError::GuardFailed { guard: "client_not_blocked", message: "the client is blocked".into() });
     }
     let model = super::models::load(&mut tx.conn(), b.model_id)
         .await
-        .map_err(|_| DomainError::invalid("model_id names no model"))?;
+        .map_err(|_| DomainError::NotFound { entity: "model" })?;
     if model.status != "active" {
         return Err(DomainError::GuardFailed { guard: "model_active", message: "the model is not active".into() });
     }
     if let Some(a) = b.assignee_id {
-        super::users::load(&mut tx.conn(), a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(&mut tx.conn(), a).await.map_err(|_| DomainError::NotFound { entity: "user" })?;
     }
     let id = new_id();
     let end_at = b.start_at + Duration::minutes(b.duration_minutes);

@@ -41,7 +41,7 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, e: NewException) -> DomainRe
         }
     }
     if let Some(a) = e.assignee_id {
-        super::users::load(conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(conn, a).await.map_err(|_| DomainError::NotFound { entity: "user" })?;
     }
     let title = e.title.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| e.kind.replace('_', " "));
     crate::validate::text("title", &title)?;
@@ -262,7 +262,7 @@ pub async fn assign_in(
         });
     }
     if let Some(a) = assignee_id {
-        super::users::load(&mut conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(&mut conn, a).await.map_err(|_| DomainError::NotFound { entity: "user" })?;
     }
     let n = q_exec!(
         &mut conn,

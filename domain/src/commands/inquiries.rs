@@ -90,7 +90,7 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewInquiry) -> DomainResult<Inqui
     let mut conn = tx.conn();
     let client = match (input.client_id, &input.client) {
         (Some(id), None) => {
-            clients::load(&mut conn, id).await.map_err(|_| DomainError::invalid("client_id names no client"))?
+            clients::load(&mut conn, id).await.map_err(|_| DomainError::NotFound { entity: "client" })?
         }
         (None, Some(c)) => match existing {
             Some(existing) => existing,
@@ -103,10 +103,10 @@ pub async fn create(db: &Db, ctx: &Ctx, input: NewInquiry) -> DomainResult<Inqui
         (None, None) => return Err(DomainError::invalid("client_id or client is required")),
     };
     if let Some(m) = input.model_id {
-        super::models::load(&mut conn, m).await.map_err(|_| DomainError::invalid("model_id names no model"))?;
+        super::models::load(&mut conn, m).await.map_err(|_| DomainError::NotFound { entity: "model" })?;
     }
     if let Some(a) = input.assignee_id {
-        super::users::load(&mut conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(&mut conn, a).await.map_err(|_| DomainError::NotFound { entity: "user" })?;
     }
     // A blocked client's inquiry is recorded (nothing is lost) but closed at once.
     let (status, lost_reason) = if client.blocked {
@@ -254,7 +254,7 @@ pub async fn transition_in(tx: &mut Tx, ctx: &Ctx, id: Uuid, t: &InquiryTransiti
             if let Some(p) = &t.proposal {
                 super::models::load(&mut conn, p.model_id)
                     .await
-                    .map_err(|_| DomainError::invalid("proposal.model_id names no model"))?;
+                    .map_err(|_| DomainError::NotFound { entity: "model" })?;
             }
             proposal = Some(Json(p));
         }

@@ -57,7 +57,9 @@ pub(crate) async fn check_subject(conn: &mut Conn<'_>, subject_type: &str, subje
         "exception" => q_opt!(conn, One, "SELECT id FROM exceptions WHERE id = $1", subject_id)?,
         _ => q_opt!(conn, One, "SELECT id FROM payments WHERE id = $1", subject_id)?,
     };
-    found.map(|_| ()).ok_or_else(|| DomainError::invalid(format!("subject_id names no {subject_type}")))
+    // A reference to nothing is a 404 of what it names, like a path to nothing.
+    let entity = SUBJECT_TYPES.iter().copied().find(|t| *t == subject_type).unwrap_or("subject");
+    found.map(|_| ()).ok_or(DomainError::NotFound { entity })
 }
 
 fn default_title(kind: &str) -> String {
@@ -83,7 +85,7 @@ pub async fn insert(conn: &mut Conn<'_>, ctx: &Ctx, t: NewTask) -> DomainResult<
         }
     }
     if let Some(a) = t.assignee_id {
-        super::users::load(conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+        super::users::load(conn, a).await.map_err(|_| DomainError::NotFound { entity: "user" })?;
     }
     let title = t.title.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| default_title(&t.kind));
     crate::validate::text("title", &title)?;
@@ -315,7 +317,7 @@ pub async fn assign_in(
     }
     if let Some(a) = assignee_id {
         let u =
-            super::users::load(&mut conn, a).await.map_err(|_| DomainError::invalid("assignee_id names no user"))?;
+            super::users::load(&mut conn, a).await.map_err(|_| DomainError::NotFound { entity: "user" })?;
         if !u.active {
             return Err(DomainError::invalid("assignee_id names an inactive user"));
         }
