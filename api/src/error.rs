@@ -137,6 +137,14 @@ pub async fn render_error(err: poem::Error) -> Response {
             ErrorBody::new("validation_failed", message, serde_json::json!({"field": field})),
         );
     }
+    // A path segment that cannot be the id it stands for names nothing: 404, as for an id
+    // that does not exist.
+    if err.is::<poem_openapi::error::ParsePathError>() {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            ErrorBody::new("not_found", "no such resource", Value::Object(Default::default())),
+        );
+    }
     let status = err.status();
     if err.is_from_response() {
         // Already one of ours (an ApiError turned into a poem::Error).

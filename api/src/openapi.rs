@@ -465,6 +465,22 @@ const WEBHOOK_URL: &str = "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z]
 /// the edge by the contract middleware): a pattern, bounds, a minimum count.
 fn bounds() -> Vec<(&'static str, &'static str, Value)> {
     let max_amount = virel_domain::validate::MAX_AMOUNT;
+    let triggers: Vec<&str> = virel_domain::automation::rules::TRIGGERS.iter().map(|t| t.0).collect();
+    let zones: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()).collect();
+    let window = json!({"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string", "pattern": HH_MM},
+        "description": "[start, end], local HH:MM; the end after the start."});
+    let days: Map<String, Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|d| (d.to_string(), json!({"type": "array", "minItems": 1, "items": window})))
+        .collect();
+    let calendar = json!({
+        "type": "object", "nullable": true, "additionalProperties": false, "required": ["timezone", "weekly"],
+        "description": "Business hours: a time zone and working windows per day.",
+        "properties": {
+            "timezone": {"type": "string", "enum": zones},
+            "weekly": {"type": "object", "additionalProperties": false, "minProperties": 1, "properties": days}
+        }
+    });
     let mut v = Vec::new();
     for schema in ["ClientIn", "CreateClient", "PatchClient"] {
         v.push((schema, "phone", json!({"pattern": CLIENT_PHONE})));
@@ -495,6 +511,12 @@ fn bounds() -> Vec<(&'static str, &'static str, Value)> {
         ("RuleIn", "actions", json!({"minItems": 1})),
         ("ActionIo", "params", json!({"type": "object"})),
         ("TestIn", "replay_last", json!({"minimum": 1, "maximum": 500})),
+        ("WeeklyIn", "start", json!({"pattern": HH_MM})),
+        ("WeeklyIn", "end", json!({"pattern": HH_MM})),
+        ("SubscriptionIn", "event_types", json!({"minItems": 1, "items": {"type": "string", "enum": triggers}})),
+        ("PolicyIn", "escalation_secs", json!({"minItems": 3, "maxItems": 3,
+            "items": {"type": "integer", "minimum": 0, "maximum": virel_domain::sla::policy::MAX_ESCALATION_SECS}})),
+        ("PolicyIn", "calendar", calendar),
     ]);
     v
 }
@@ -502,7 +524,9 @@ fn bounds() -> Vec<(&'static str, &'static str, Value)> {
 /// A page cursor: 16 bytes in unpadded base64url (the last character carries 2 bits), or empty.
 const CURSOR: &str = "^([A-Za-z0-9_-]{21}[AQgw])?$";
 /// Optional texts that, when given, must not be blank (a name cannot be cleared).
-const NOT_BLANK_WHEN_GIVEN: &[&str] = &["name", "text", "reason", "resolution"];
+const NOT_BLANK_WHEN_GIVEN: &[&str] = &["name", "text", "reason", "resolution", "subject"];
+/// A local time of day.
+const HH_MM: &str = "^([01][0-9]|2[0-3]):[0-5][0-9]$";
 /// No text may carry a NUL character (the input guard refuses it with 422).
 const NO_NUL: &str = "^[^\\x00]*$";
 /// A required text that must not be blank either (the commands refuse an empty or
@@ -542,6 +566,7 @@ fn constrain(doc: &mut Value, currencies: &[String]) {
         }
     }
     closed_request_bodies(doc);
+    rule_language(doc);
     for_each_operation(doc, |id, op| {
         for p in op.get_mut("parameters").and_then(|p| p.as_array_mut()).into_iter().flatten() {
             let name = p["name"].as_str().unwrap_or_default().to_string();
@@ -557,7 +582,7 @@ fn constrain(doc: &mut Value, currencies: &[String]) {
                 p["schema"]["pattern"] = json!(CURSOR);
                 p["schema"]["description"] = json!("The `next_cursor` of the previous page.");
             }
-            text_pattern(&mut p["schema"], false);
+            text_pattern_in(&mut p["schema"], false, false);
         }
     });
 }
@@ -577,7 +602,13 @@ fn set_enum(p: &mut Value, values: &[String]) {
 }
 
 fn text_pattern(p: &mut Value, required: bool) {
-    if p["type"] == "string" && p["format"] == "date-time" && p.get("pattern").is_none() {
+    text_pattern_in(p, required, true)
+}
+
+/// `in_body`: a body field (the contract middleware holds it to the year bound); a query's
+/// times are the handler's to bound.
+fn text_pattern_in(p: &mut Value, required: bool, in_body: bool) {
+    if in_body && p["type"] == "string" && p["format"] == "date-time" && p.get("pattern").is_none() {
         // The commands take times from 2000-01-01 to before 2100-01-01 (UTC).
         p["pattern"] = json!(YEAR_2000_TO_2099);
         return;
@@ -643,4 +674,159 @@ fn request_schemas(doc: &Value) -> std::collections::BTreeSet<String> {
         }
     }
     found
+}
+
+/// A value inside free-form JSON: any JSON whose texts carry no NUL character.
+fn json_value() -> Value {
+    json!({
+        "description": "Any JSON value; texts without NUL characters.",
+        "anyOf": [
+            {"type": "string", "pattern": NO_NUL},
+            {"type": "number"},
+            {"type": "boolean", "nullable": true},
+            {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+            {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}
+        ]
+    })
+}
+
+/// The rule language as a schema (what `automation::rules::validate` checks): each action's
+/// parameters by its type, each condition's value by its operator, and each trigger's fields
+/// for the conditions (a `oneOf` over the triggers).
+fn rule_language(doc: &mut Value) {
+    use virel_domain::automation::rules::{MAX_DELAY_MINUTES, MAX_DUE_IN_MINUTES, NOTIFY_CHANNELS, NOTIFY_TARGETS, TRIGGERS, trigger_subject};
+    use virel_domain::machine::{BOOKING, EXCEPTION, EXCEPTION_TYPES, INQUIRY, PRIORITIES, SEVERITIES, TASK, TASK_TYPES};
+    let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(|s| s.as_object_mut()) else { return };
+    schemas.insert("JsonValue".into(), json_value());
+    let any = json!({"$ref": "#/components/schemas/JsonValue"});
+    let not_blank = json!({"type": "string", "maxLength": 10000, "pattern": NOT_BLANK});
+    let delay = json!({"type": "integer", "minimum": 0, "maximum": MAX_DELAY_MINUTES, "nullable": true});
+    let uuid = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
+    let assign_to = json!({"type": "string", "nullable": true, "pattern": format!("^(round_robin|assignee|{uuid})$"),
+        "description": "A user id, `round_robin` or `assignee`."});
+    let machines = [("inquiry", &INQUIRY), ("booking", &BOOKING), ("task", &TASK), ("exception", &EXCEPTION)];
+    let mut all_states: Vec<&str> = machines.iter().flat_map(|(_, m)| m.states.iter().copied()).collect();
+    all_states.sort();
+    all_states.dedup();
+    let action = |kind: &str, required: &[&str], params: Value| {
+        let mut params = params;
+        params["delay_minutes"] = delay.clone();
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["type", "params"],
+            "properties": {
+                "type": {"type": "string", "enum": [kind]},
+                "params": {"type": "object", "additionalProperties": false, "required": required, "properties": params},
+                "delay_minutes": delay
+            }
+        })
+    };
+    // update_status: a named entity's status must be one of that entity's.
+    let mut by_entity: Vec<Value> = machines
+        .iter()
+        .map(|(e, m)| json!({"required": ["entity"], "properties": {"entity": {"enum": [e]}, "newStatus": {"enum": m.states}}}))
+        .collect();
+    by_entity.push(json!({"not": {"required": ["entity"]}}));
+    let mut update_status = action(
+        "update_status",
+        &["newStatus"],
+        json!({
+            "newStatus": {"type": "string", "enum": all_states},
+            "entity": {"type": "string", "enum": machines.iter().map(|m| m.0).collect::<Vec<_>>()},
+            "reason": not_blank,
+            "override": {"type": "boolean"}
+        }),
+    );
+    update_status["properties"]["params"]["anyOf"] = json!(by_entity);
+    let actions = vec![
+        update_status,
+        action("create_task", &["type"], json!({
+            "type": {"type": "string", "enum": TASK_TYPES},
+            "title": not_blank,
+            "priority": {"type": "string", "enum": PRIORITIES},
+            "due_in_minutes": {"type": "integer", "minimum": 0, "maximum": MAX_DUE_IN_MINUTES},
+            "assign_to": assign_to
+        })),
+        action("create_exception", &["type", "severity"], json!({
+            "type": {"type": "string", "enum": EXCEPTION_TYPES},
+            "severity": {"type": "string", "enum": SEVERITIES},
+            "title": not_blank
+        })),
+        action("send_notification", &["channel", "template", "to"], json!({
+            "channel": {"type": "string", "enum": NOTIFY_CHANNELS},
+            "template": not_blank,
+            "to": {"type": "string", "pattern": format!("^({}|{uuid})$", NOTIFY_TARGETS.join("|")),
+                   "description": "client, model, assignee, a role, or a user id."}
+        })),
+        action("assign", &["assign_to"], json!({"assign_to": assign_to})),
+        action("add_note", &["text"], json!({"text": not_blank})),
+    ];
+    schemas.insert("ActionIo".into(), json!({
+        "description": "An action of a rule: its type and its parameters (SPEC §6).",
+        "oneOf": actions
+    }));
+    schemas.insert("ConditionIo".into(), json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["field", "operator"],
+        "description": "A dotted path into the event payload (`source`, `booking.status`), or `event.type` / `event.depth` / `event.actor`; an operator; the value it compares with.",
+        "properties": {
+            "field": {"type": "string", "maxLength": 200, "pattern": "^[^.\\x00]+(\\.[^.\\x00]+)*$"},
+            "operator": {"type": "string", "enum": virel_domain::automation::rules::OPERATORS},
+            "value": any
+        },
+        "anyOf": [
+            {"required": ["value"], "properties": {"operator": {"enum": ["in", "not_in"]}, "value": {"type": "array", "items": any}}},
+            {"required": ["value"], "properties": {"operator": {"enum": ["gt", "gte", "lt", "lte"]}, "value": {"anyOf": [{"type": "number"}, {"type": "string", "pattern": NO_NUL}]}}},
+            {"properties": {"operator": {"enum": ["exists"]}, "value": {"type": "boolean", "nullable": true}}},
+            {"required": ["value"], "properties": {"operator": {"enum": ["contains"]}, "value": {"anyOf": [{"type": "string", "pattern": NO_NUL}, {"type": "number"}, {"type": "boolean"}, {"type": "array", "items": any}, {"type": "object", "additionalProperties": any}]}}},
+            {"properties": {"operator": {"enum": ["equals", "not_equals"]}}}
+        ]
+    }));
+    // Each trigger: the fields its conditions may name, and the status an update_status
+    // without an entity sets (its subject's).
+    let branches: Vec<Value> = TRIGGERS
+        .iter()
+        .map(|(t, fields)| {
+            let field = format!("^(event|{})(\\.[^.\\x00]+)*$", fields.join("|"));
+            let subject = match trigger_subject(t) {
+                "payment" => "booking",
+                s => s,
+            };
+            let own = machines.iter().find(|(e, _)| *e == subject).map(|(_, m)| m.states);
+            let status_rule = match own {
+                Some(states) => json!({"anyOf": [{"required": ["entity"]}, {"properties": {"newStatus": {"enum": states}}}]}),
+                None => json!({"required": ["entity"]}),
+            };
+            json!({
+                "properties": {
+                    "trigger": {"enum": [t]},
+                    "conditions": {"items": {"properties": {"field": {"pattern": field}}}},
+                    "actions": {"items": {"anyOf": [
+                        {"properties": {"type": {"not": {"enum": ["update_status"]}}}},
+                        {"properties": {"params": status_rule}}
+                    ]}}
+                }
+            })
+        })
+        .collect();
+    if let Some(rule) = schemas.get_mut("RuleIn") {
+        rule["oneOf"] = json!(branches);
+    }
+    if let Some(sample) = schemas.get_mut("SampleEventIn") {
+        sample["required"] = json!(["payload"]);
+        sample["properties"]["payload"] = json!({"type": "object", "additionalProperties": any});
+    }
+    if let Some(test) = schemas.get_mut("TestIn") {
+        test["anyOf"] = json!([
+            {"required": ["event"], "properties": {"event": {"type": "object"}}},
+            {"required": ["replay_last"], "properties": {"replay_last": {"type": "integer"}}}
+        ]);
+    }
+    for (schema, prop) in [("CreateInquiry", "preferences"), ("CreateModel", "attributes"), ("PatchModel", "attributes")] {
+        if let Some(p) = schemas.get_mut(schema).and_then(|s| s.get_mut("properties")).and_then(|p| p.get_mut(prop)) {
+            *p = json!({"type": "object", "nullable": true, "additionalProperties": any});
+        }
+    }
 }

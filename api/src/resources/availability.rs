@@ -104,6 +104,10 @@ pub struct ModelWindowsOut {
 
 #[derive(Object)]
 pub struct AvailabilityOut {
+    /// The range answered: `from`, and `to` as asked, but never before `from` (an empty range)
+    /// and at most 31 days after it.
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
     pub items: Vec<ModelWindowsOut>,
 }
 
@@ -177,7 +181,9 @@ impl Api {
         Ok(Json(availability::put_rules(&self.state.db, &auth.0, id.0, rules, b.version).await?.into()))
     }
 
-    /// Free windows of the active models (or of `model_id`) over `[from, to)`, at most 31 days.
+    /// Free windows of the active models (or of `model_id`) over `[from, to)`. A longer range
+    /// than 31 days is cut there, and a reversed one is empty: the answer's `from` and `to`
+    /// say which range it covers.
     #[oai(path = "/availability", method = "get", tag = "ApiTags::Models", operation_id = "listFreeWindows")]
     async fn free(
         &self,
@@ -188,6 +194,8 @@ impl Api {
     ) -> ApiResult<Json<AvailabilityOut>> {
         let items = availability::free_windows(&self.state.db, &auth.0, from.0, to.0, model_id.0).await?;
         Ok(Json(AvailabilityOut {
+            from: from.0,
+            to: availability::covered(from.0, to.0),
             items: items
                 .into_iter()
                 .map(|m| ModelWindowsOut {

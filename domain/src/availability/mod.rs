@@ -37,6 +37,12 @@ pub use rules::{Interval, Rules, Validated, WeeklyWindow};
 /// The longest range `GET /availability` answers.
 pub const MAX_RANGE_DAYS: i64 = 31;
 
+/// The end of the range `free_windows` answers for `[from, to)`: `to`, but never before
+/// `from` and at most MAX_RANGE_DAYS after it.
+pub fn covered(from: DateTime<Utc>, to: DateTime<Utc>) -> DateTime<Utc> {
+    to.max(from).min(from.checked_add_signed(Duration::days(MAX_RANGE_DAYS)).unwrap_or(to))
+}
+
 /// The stored rules of one model.
 #[derive(Clone, Debug, FromRow, Serialize)]
 pub struct RulesRow {
@@ -567,12 +573,9 @@ pub async fn free_windows(
     model_id: Option<Uuid>,
 ) -> DomainResult<Vec<ModelWindows>> {
     authorize(db, ctx, Permission::ModelsRead, "availability").await?;
-    if to <= from {
-        return Err(DomainError::invalid("to must be after from"));
-    }
-    if to - from > Duration::days(MAX_RANGE_DAYS) {
-        return Err(DomainError::invalid(format!("the range from..to is at most {MAX_RANGE_DAYS} days")));
-    }
+    // An empty or reversed range has no free time; a longer one is cut at MAX_RANGE_DAYS (the
+    // caller's answer states the range it covers: see `covered`).
+    let to = covered(from, to);
     let mut h = db.acquire().await?;
     let mut conn = h.conn();
     if let Some(m) = model_id {

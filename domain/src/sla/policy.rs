@@ -127,8 +127,12 @@ pub struct PolicyPatch {
 }
 
 /// Edits a policy (OWNER and OPS_MANAGER: `automation:write`, the operations settings right).
-pub async fn update_policy(db: &Db, ctx: &Ctx, id: Uuid, p: PolicyPatch) -> DomainResult<Policy> {
+pub async fn update_policy(db: &Db, ctx: &Ctx, id: Uuid, mut p: PolicyPatch) -> DomainResult<Policy> {
     authorize(db, ctx, Permission::AutomationWrite, "sla_policy").await?;
+    // The levels escalate in order: the delays are taken in any order and kept ascending.
+    if let Some(e) = p.escalation_secs.as_mut() {
+        e.sort_unstable();
+    }
     if let Some(m) = p.minutes
         && !(1..=60 * 24 * 30).contains(&m)
     {
@@ -145,7 +149,7 @@ pub async fn update_policy(db: &Db, ctx: &Ctx, id: Uuid, p: PolicyPatch) -> Doma
             || e.windows(2).any(|w| w[1] < w[0]))
     {
         return Err(DomainError::invalid(
-            "escalation_secs: three non-decreasing delays after the deadline, in seconds, each 0 to 2592000 (30 days)",
+            "escalation_secs: three delays after the deadline, in seconds, each 0 to 2592000 (30 days)",
         ));
     }
     if let Some(c) = &p.calendar {
