@@ -511,6 +511,7 @@ fn bounds() -> Vec<(&'static str, &'static str, Value)> {
         ("RuleIn", "actions", json!({"minItems": 1})),
         ("ActionIo", "params", json!({"type": "object"})),
         ("TestIn", "replay_last", json!({"minimum": 1, "maximum": 500})),
+        ("TemplateIn", "locale", json!({"pattern": "^[A-Za-z0-9_-]{0,16}$"})),
         ("WeeklyIn", "start", json!({"pattern": HH_MM})),
         ("WeeklyIn", "end", json!({"pattern": HH_MM})),
         ("SubscriptionIn", "event_types", json!({"minItems": 1, "items": {"type": "string", "enum": triggers}})),
@@ -567,6 +568,7 @@ fn constrain(doc: &mut Value, currencies: &[String]) {
     }
     closed_request_bodies(doc);
     rule_language(doc);
+    requirements(doc);
     for_each_operation(doc, |id, op| {
         for p in op.get_mut("parameters").and_then(|p| p.as_array_mut()).into_iter().flatten() {
             let name = p["name"].as_str().unwrap_or_default().to_string();
@@ -576,6 +578,9 @@ fn constrain(doc: &mut Value, currencies: &[String]) {
             if name == "limit" {
                 p["schema"]["minimum"] = json!(1);
                 p["schema"]["maximum"] = json!(200);
+            }
+            if id == "listFreeWindows" && (name == "from" || name == "to") {
+                p["schema"]["pattern"] = json!(YEAR_2000_TO_2099);
             }
             if name == "cursor" {
                 // What `encode_cursor` gives out: an id, 16 bytes in unpadded base64url.
@@ -827,6 +832,47 @@ fn rule_language(doc: &mut Value) {
     for (schema, prop) in [("CreateInquiry", "preferences"), ("CreateModel", "attributes"), ("PatchModel", "attributes")] {
         if let Some(p) = schemas.get_mut(schema).and_then(|s| s.get_mut("properties")).and_then(|p| p.get_mut(prop)) {
             *p = json!({"type": "object", "nullable": true, "additionalProperties": any});
+        }
+    }
+}
+
+/// Requirements between fields the commands check: a reason to cancel or lose, a resolution
+/// to close, a client for an inquiry, a subject's type and id together.
+fn requirements(doc: &mut Value) {
+    let text = json!({"type": "string", "pattern": NOT_BLANK});
+    // `field` is required (and not blank) when `prop` takes one of `values`.
+    let when = |prop: &str, values: Value, field: &str| {
+        json!({"anyOf": [
+            {"properties": {prop: {"not": {"enum": values}}}},
+            {"required": [field], "properties": {field: text}}
+        ]})
+    };
+    let pair = |a: &str, b: &str| {
+        let absent = json!({"type": "string", "nullable": true, "enum": [null]});
+        json!({"anyOf": [
+            {"required": [a, b], "properties": {a: {"type": "string"}, b: {"type": "string"}}},
+            {"properties": {a: absent.clone(), b: absent}}
+        ]})
+    };
+    let table: Vec<(&str, Vec<Value>)> = vec![
+        ("BookingStatusIn", vec![when("status", json!(["cancelled"]), "reason"), when("override", json!([true]), "reason")]),
+        ("InquiryStatusIn", vec![when("status", json!(["lost"]), "reason")]),
+        ("ExceptionStatusIn", vec![when("status", json!(["resolved", "dismissed"]), "resolution")]),
+        ("CreateInquiry", vec![json!({"anyOf": [
+            {"required": ["client_id"], "properties": {"client_id": {"type": "string"}}},
+            {"required": ["client"], "properties": {"client": {"type": "object"}}}
+        ]})]),
+        ("CreateTask", vec![pair("subject_type", "subject_id")]),
+        ("CreateException", vec![pair("subject_type", "subject_id")]),
+        ("RefundIn", vec![json!({"required": ["reason"], "properties": {"reason": text}})]),
+    ];
+    let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(|s| s.as_object_mut()) else { return };
+    for (name, rules) in table {
+        if let Some(s) = schemas.get_mut(name).and_then(|s| s.as_object_mut()) {
+            let all = s.entry("allOf").or_insert_with(|| json!([]));
+            if let Some(all) = all.as_array_mut() {
+                all.extend(rules);
+            }
         }
     }
 }

@@ -540,7 +540,7 @@ pub async fn contact(
     };
     let mut tx = db.begin().await?;
     if !crate::commands::templates::exists(&mut tx.conn(), &template).await? {
-        return Err(DomainError::invalid(format!("unknown template {template}")));
+        return Err(DomainError::NotFound { entity: "template" });
     }
     #[derive(sqlx::FromRow)]
     struct ClientRef {

@@ -120,7 +120,9 @@ fn to_json_schema(v: &mut Value) {
                     o.insert("anyOf".into(), json!([{"type": "null"}, Value::Object(inner)]));
                 } else if let Some(Value::String(t)) = o.get("type").cloned() {
                     o.insert("type".into(), json!([t, "null"]));
-                    if let Some(Value::Array(values)) = o.get_mut("enum") {
+                    if let Some(Value::Array(values)) = o.get_mut("enum")
+                        && !values.contains(&Value::Null)
+                    {
                         values.push(Value::Null);
                     }
                 }

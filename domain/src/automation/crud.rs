@@ -77,12 +77,13 @@ fn check_input(r: &RuleInput) -> DomainResult<String> {
 /// A `send_notification` action must name a template that exists (shipped or stored): an
 /// unknown one is refused when the rule is saved, not when it fires.
 async fn check_templates(conn: &mut Conn<'_>, r: &RuleInput) -> DomainResult<()> {
-    for (i, a) in r.actions.iter().enumerate() {
+    for a in &r.actions {
         if a.kind == "send_notification"
             && let Some(t) = a.str_param("template")
             && !crate::commands::templates::exists(conn, t).await?
         {
-            return Err(DomainError::invalid(format!("actions[{i}].params.template: unknown template {t}")));
+            // A name that names nothing (yet): 404, as for any reference to nothing.
+            return Err(DomainError::NotFound { entity: "template" });
         }
     }
     Ok(())

@@ -64,10 +64,11 @@ pub async fn dry_run(
             if let Some(k) = &s.kind
                 && k != &rule.trigger
             {
-                return Err(DomainError::invalid(format!(
-                    "event.type: the rule triggers on {}, not {k}",
-                    rule.trigger
-                )));
+                // The stored rule decides which events it takes: a conflict with its state.
+                return Err(DomainError::GuardFailed {
+                    guard: "trigger_matches",
+                    message: format!("event.type: the rule triggers on {}, not {k}", rule.trigger),
+                });
             }
             if !s.payload.is_object() {
                 return Err(DomainError::invalid("event.payload must be an object"));

@@ -575,6 +575,8 @@ pub async fn free_windows(
     authorize(db, ctx, Permission::ModelsRead, "availability").await?;
     // An empty or reversed range has no free time; a longer one is cut at MAX_RANGE_DAYS (the
     // caller's answer states the range it covers: see `covered`).
+    crate::validate::time("from", from)?;
+    crate::validate::time("to", to)?;
     let to = covered(from, to);
     let mut h = db.acquire().await?;
     let mut conn = h.conn();
