@@ -141,8 +141,8 @@ pub struct WebhookInPage {
 #[OpenApi(tag = "ApiTags::Payments")]
 impl Api {
     /// Request the booking's deposit: creates a Stripe PaymentIntent, records the pending
-    /// deposit and moves the booking to deposit_required (`payments:write` or
-    /// `bookings:write`). Again for the same booking: the same payment. 502 when Stripe
+    /// deposit and moves the booking to deposit_required (`bookings:write`, as for any move of
+    /// a booking). Again for the same booking: the same payment. 502 when Stripe
     /// refuses, 503 when it is unreachable or payments are disabled; nothing changes then.
     #[oai(path = "/bookings/:id/deposit", method = "post", operation_id = "requestBookingDeposit")]
     async fn deposit(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<DepositResponse> {
