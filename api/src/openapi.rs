@@ -298,15 +298,48 @@ fn add_links(doc: &mut Value) {
     }
     let chains: &[(&str, &str, &[&str])] = &[
         ("createInquiry", "id", &["getInquiry", "transitionInquiry", "convertInquiryToBooking", "matchInquiry"]),
-        ("createBooking", "id", &["getBooking", "transitionBooking", "getBookingTimeline", "markBookingClientConfirmed", "requestBookingDeposit"]),
+        (
+            "createBooking",
+            "id",
+            &[
+                "getBooking",
+                "transitionBooking",
+                "getBookingTimeline",
+                "markBookingClientConfirmed",
+                "requestBookingDeposit",
+            ],
+        ),
         ("convertInquiryToBooking", "id", &["getBooking", "transitionBooking", "getBookingTimeline"]),
         ("createTask", "id", &["getTask", "transitionTask", "assignTask"]),
-        ("createException", "id", &["getException", "acknowledgeException", "resolveException", "transitionException", "assignException"]),
+        (
+            "createException",
+            "id",
+            &["getException", "acknowledgeException", "resolveException", "transitionException", "assignException"],
+        ),
         ("createClient", "id", &["getClient", "updateClient", "blockClient"]),
-        ("createModel", "id", &["getModel", "updateModel", "getAvailabilityRules", "replaceAvailabilityRules", "getModelContact", "setModelContact"]),
+        (
+            "createModel",
+            "id",
+            &[
+                "getModel",
+                "updateModel",
+                "getAvailabilityRules",
+                "replaceAvailabilityRules",
+                "getModelContact",
+                "setModelContact",
+            ],
+        ),
         ("createUser", "id", &["updateUser", "getUserContact", "setUserContact"]),
-        ("createAutomationRule", "id", &["getAutomationRule", "replaceAutomationRule", "testAutomationRule", "deleteAutomationRule"]),
-        ("createWebhookSubscription", "id", &["getWebhookSubscription", "replaceWebhookSubscription", "deleteWebhookSubscription"]),
+        (
+            "createAutomationRule",
+            "id",
+            &["getAutomationRule", "replaceAutomationRule", "testAutomationRule", "deleteAutomationRule"],
+        ),
+        (
+            "createWebhookSubscription",
+            "id",
+            &["getWebhookSubscription", "replaceWebhookSubscription", "deleteWebhookSubscription"],
+        ),
     ];
     for (from, field, targets) in chains {
         let Some(op) = find_op(doc, from) else { continue };
@@ -315,10 +348,7 @@ fn add_links(doc: &mut Value) {
         let mut links = Map::new();
         for t in targets.iter().filter(|t| by_id.contains_key(**t)) {
             let name = format!("{}{}", &t[..1].to_uppercase(), &t[1..]);
-            links.insert(
-                name,
-                json!({"operationId": t, "parameters": {"id": format!("$response.body#/{field}")}}),
-            );
+            links.insert(name, json!({"operationId": t, "parameters": {"id": format!("$response.body#/{field}")}}));
         }
         ok["links"] = Value::Object(links);
     }

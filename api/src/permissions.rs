@@ -1,7 +1,14 @@
 //! The permission each operation of the API checks, as the OpenAPI document states it.
 
 /// The permission each operation checks (SPEC §1, `domain/src/policy.rs`), by operationId.
-/// `None`: public (no token) or any signed-in user. The authorization matrix test calls every
+/// `None`: public (no token) or any signed-in user.
+///
+/// Where a command checks more than one permission (the Action Center's quick actions, a
+/// conversion, a match), the entry is the one checked first: a caller without it is refused
+/// (403) and the audit entry of the refusal names it; every role that has it has the others
+/// too. Where the answer also depends on the caller (an OPERATOR sees and works only their own
+/// and unassigned items; anyone reads and sets their own contact fields), the entry is the
+/// base permission. The authorization matrix test (`tests/e2e/authz_matrix.rs`) calls every
 /// operation of the document as every role and compares the answer with this table, so an
 /// operation missing here, or a handler that does not check what it says, fails it.
 pub const PERMISSIONS: &[(&str, Option<&str>)] = &[
@@ -14,7 +21,7 @@ pub const PERMISSIONS: &[(&str, Option<&str>)] = &[
     ("getInquiry", Some("inquiries:read")),
     ("createInquiry", Some("inquiries:write")),
     ("transitionInquiry", Some("inquiries:write")),
-    ("convertInquiryToBooking", Some("bookings:write")),
+    ("convertInquiryToBooking", Some("inquiries:write")),
     ("matchInquiry", Some("inquiries:read")),
     ("listBookings", Some("bookings:read")),
     ("getBooking", Some("bookings:read")),
@@ -22,10 +29,10 @@ pub const PERMISSIONS: &[(&str, Option<&str>)] = &[
     ("createBooking", Some("bookings:write")),
     ("transitionBooking", Some("bookings:write")),
     ("markBookingClientConfirmed", Some("bookings:write")),
-    ("requestBookingDeposit", Some("payments:write")),
+    ("requestBookingDeposit", Some("bookings:write")),
     ("listPayments", Some("payments:read")),
     ("getPayment", Some("payments:read")),
-    ("refundPayment", Some("payments:write")),
+    ("refundPayment", Some("payments:refund")),
     ("listStripeEvents", Some("payments:read")),
     ("listTasks", Some("tasks:read")),
     ("getTask", Some("tasks:read")),
@@ -44,7 +51,7 @@ pub const PERMISSIONS: &[(&str, Option<&str>)] = &[
     ("getClient", Some("clients:read")),
     ("createClient", Some("clients:write")),
     ("updateClient", Some("clients:write")),
-    ("blockClient", Some("clients:write")),
+    ("blockClient", Some("clients:block")),
     ("listModels", Some("models:read")),
     ("getModel", Some("models:read")),
     ("createModel", Some("models:write")),
@@ -52,12 +59,12 @@ pub const PERMISSIONS: &[(&str, Option<&str>)] = &[
     ("getModelContact", Some("models:read")),
     ("setModelContact", Some("models:write")),
     ("getAvailabilityRules", Some("models:read")),
-    ("replaceAvailabilityRules", Some("models:write")),
+    ("replaceAvailabilityRules", Some("models:availability")),
     ("listFreeWindows", Some("models:read")),
-    ("listUsers", Some("users:manage")),
+    ("listUsers", Some("users:read")),
     ("createUser", Some("users:manage")),
     ("updateUser", Some("users:manage")),
-    ("getUserContact", Some("users:manage")),
+    ("getUserContact", Some("users:read")),
     ("setUserContact", Some("users:manage")),
     ("listAuditEntries", Some("audit:read")),
     ("listAutomationRules", Some("automation:read")),
@@ -65,21 +72,21 @@ pub const PERMISSIONS: &[(&str, Option<&str>)] = &[
     ("createAutomationRule", Some("automation:write")),
     ("replaceAutomationRule", Some("automation:write")),
     ("deleteAutomationRule", Some("automation:write")),
-    ("testAutomationRule", Some("automation:write")),
+    ("testAutomationRule", Some("automation:read")),
     ("listAutomationExecutions", Some("automation:read")),
     ("listActionCenterItems", Some("action_center:read")),
-    ("confirmActionCenterItem", Some("action_center:act")),
-    ("contactActionCenterItem", Some("action_center:act")),
-    ("noteActionCenterItem", Some("action_center:act")),
-    ("assignActionCenterItem", Some("action_center:act")),
-    ("acknowledgeActionCenterItem", Some("action_center:act")),
-    ("listSlaPolicies", Some("action_center:read")),
-    ("updateSlaPolicy", Some("sla:manage")),
-    ("listNotifications", Some("notifications:read")),
-    ("listNotificationTemplates", Some("notifications:read")),
-    ("saveNotificationTemplate", Some("notifications:manage")),
-    ("createNotificationTemplate", Some("notifications:manage")),
-    ("deleteNotificationTemplate", Some("notifications:manage")),
+    ("confirmActionCenterItem", Some("action_center:read")),
+    ("contactActionCenterItem", Some("action_center:read")),
+    ("noteActionCenterItem", Some("action_center:read")),
+    ("assignActionCenterItem", Some("action_center:read")),
+    ("acknowledgeActionCenterItem", Some("action_center:read")),
+    ("listSlaPolicies", Some("tasks:read")),
+    ("updateSlaPolicy", Some("automation:write")),
+    ("listNotifications", Some("action_center:read")),
+    ("listNotificationTemplates", Some("automation:read")),
+    ("saveNotificationTemplate", Some("automation:write")),
+    ("createNotificationTemplate", Some("automation:write")),
+    ("deleteNotificationTemplate", Some("automation:write")),
     ("listWebhookSubscriptions", Some("webhooks:manage")),
     ("createWebhookSubscription", Some("webhooks:manage")),
     ("getWebhookSubscription", Some("webhooks:manage")),
@@ -91,4 +98,3 @@ pub const PERMISSIONS: &[(&str, Option<&str>)] = &[
     ("retryDeadJob", Some("system:manage")),
     ("connectLiveFeed", Some("action_center:read")),
 ];
-

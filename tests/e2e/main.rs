@@ -13,6 +13,7 @@ mod action_center_page;
 mod admin_pages;
 mod auth;
 mod auth_limits;
+mod authz_matrix;
 mod automation;
 mod availability;
 mod backend_dead;

@@ -11,6 +11,7 @@ use poem_openapi::{Object, OpenApi};
 use serde_json::Value;
 use uuid::Uuid;
 use virel_domain::action_center::{self, Filter};
+use virel_domain::policy::Permission;
 
 use crate::auth::{self, Auth};
 use crate::dto::{CountsOut, ItemOut};
@@ -149,7 +150,9 @@ impl Api {
 
 /// The live feed (WebSocket). Authenticate with the `Authorization` header, the session
 /// cookie (same origin only), `?token=`, or a first message `{"type": "auth", "token": "..."}`.
-/// An upgrade whose `Origin` names another site is refused (403). The server sends
+/// An upgrade whose `Origin` names another site is refused (403), and so is a caller without
+/// `action_center:read` (authenticating by first message: an error message with the code
+/// `forbidden`, then the socket closes); the refusal is audited. The server sends
 /// `{"type": "snapshot", "items": [...], "counts": {...}}`, then
 /// `{"type": "item.upserted", "item": {...}}` (the same item shape as `GET /action-center`) and
 /// `{"type": "item.removed", "item": {"kind", "id"}}` for the items the user may see. A
@@ -176,7 +179,12 @@ pub async fn ws(
     };
     let early = match auth::credential(req) {
         Some(c) => match auth::ctx_from_request(&state, req).await {
-            Ok(ctx) => Some((ctx, auth::expiry(&state, &c))),
+            Ok(ctx) => {
+                if let Err(e) = may_follow(&state, &ctx).await {
+                    return ApiError::from(e).into_response_error();
+                }
+                Some((ctx, auth::expiry(&state, &c)))
+            }
             Err(e) => return e.into_response_error(),
         },
         None if !auth::origin_allowed(&state, req) => return auth::cross_site().into_response_error(),
@@ -206,6 +214,22 @@ pub async fn ws(
                             Err(_) => Err(false),
                         },
                         None => Err(false),
+                    };
+                    let ctx = match ctx {
+                        Ok((c, exp)) => match may_follow(&state, &c).await {
+                            Ok(()) => Ok((c, exp)),
+                            Err(virel_domain::DomainError::Forbidden { permission }) => {
+                                let refusal = serde_json::json!({"type": "error", "error": {
+                                    "code": "forbidden",
+                                    "message": format!("the live feed needs the permission {permission}"),
+                                }});
+                                let _ = sink.send(Message::Text(refusal.to_string())).await;
+                                let _ = sink.close().await;
+                                return;
+                            }
+                            Err(_) => Err(true),
+                        },
+                        Err(e) => Err(e),
                     };
                     match ctx {
                         Ok(c) => c,
@@ -255,6 +279,12 @@ pub async fn ws(
         .instrument(span)
     })
     .into_response()
+}
+
+/// The live feed streams the Action Center: it needs `action_center:read`, checked (and a
+/// refusal audited) like any operation's permission, before the connection joins the hub.
+async fn may_follow(state: &AppState, ctx: &virel_domain::Ctx) -> Result<(), virel_domain::DomainError> {
+    virel_domain::commands::authorize(&state.db, ctx, Permission::ActionCenterRead, "action_center").await
 }
 
 /// How often a live connection's session is checked again.

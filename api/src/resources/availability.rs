@@ -160,7 +160,12 @@ impl From<MatchResult> for MatchOut {
 #[OpenApi]
 impl Api {
     /// A model's availability rules (`models:read`).
-    #[oai(path = "/models/:id/availability-rules", method = "get", tag = "ApiTags::Models", operation_id = "getAvailabilityRules")]
+    #[oai(
+        path = "/models/:id/availability-rules",
+        method = "get",
+        tag = "ApiTags::Models",
+        operation_id = "getAvailabilityRules"
+    )]
     async fn get_rules(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<RulesOut>> {
         Ok(Json(availability::get_rules(&self.state.db, &auth.0, id.0).await?.into()))
     }
@@ -169,7 +174,12 @@ impl Api {
     /// again at once and `model.availability_changed` is emitted. Invalid rules are 422 naming
     /// the part (unknown zone, start equal to end, overlapping weekly windows, a block ending
     /// before it starts).
-    #[oai(path = "/models/:id/availability-rules", method = "put", tag = "ApiTags::Models", operation_id = "replaceAvailabilityRules")]
+    #[oai(
+        path = "/models/:id/availability-rules",
+        method = "put",
+        tag = "ApiTags::Models",
+        operation_id = "replaceAvailabilityRules"
+    )]
     async fn put_rules(&self, auth: Auth, id: Path<Uuid>, body: Json<RulesIn>) -> ApiResult<Json<RulesOut>> {
         let b = body.0;
         let rules = Rules {

@@ -141,10 +141,10 @@ pub struct WebhookInPage {
 #[OpenApi(tag = "ApiTags::Payments")]
 impl Api {
     /// Request the booking's deposit: creates a Stripe PaymentIntent, records the pending
-    /// deposit and moves the booking to deposit_required (`payments:write` or
-    /// `bookings:write`). Again for the same booking: the same payment. 502 when Stripe
-    /// refuses, 503 when it is unreachable, 409 `guard_failed` when payments are disabled;
-    /// nothing changes then.
+    /// deposit and moves the booking to deposit_required (`bookings:write`, as for any move of
+    /// a booking). Again for the same booking: the same payment. 502 when Stripe refuses, 503
+    /// when it is unreachable, 409 `guard_failed` when payments are disabled; nothing changes
+    /// then.
     #[oai(path = "/bookings/:id/deposit", method = "post", operation_id = "requestBookingDeposit")]
     async fn deposit(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<DepositResponse> {
         let d = payments::request_deposit(&self.state.db, &auth.0, &self.state.payments, id.0).await?;

@@ -153,6 +153,9 @@ impl Api {
     /// Run a dead job again (once: a second retry of the same dead job is 409).
     #[oai(path = "/system/queue/:queue/jobs/:id/retry", method = "post", operation_id = "retryDeadJob")]
     async fn retry(&self, auth: Auth, queue: Path<String>, id: Path<Uuid>) -> ApiResult<Json<DeadJobOut>> {
+        // The permission first: a caller without it is refused (and audited) whether or not this
+        // process has a queue connection.
+        authorize(&self.state.db, &auth.0, Permission::SystemManage, "job").await?;
         let backend = self
             .state
             .queues

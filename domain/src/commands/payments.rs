@@ -72,10 +72,11 @@ fn attempt_id(booking_id: Uuid, n: usize) -> Uuid {
 /// `POST /bookings/{id}/deposit`: creates the PaymentIntent, records the pending deposit with
 /// its PaymentIntent id and moves the booking to `deposit_required`, in one transaction. A
 /// provider error changes nothing; calling it again returns the same payment.
+///
+/// It moves the booking (pending → deposit_required, as `POST /bookings/{id}/status` does), so
+/// it needs `bookings:write`: FINANCE reads bookings only (SPEC §1).
 pub async fn request_deposit(db: &Db, ctx: &Ctx, payments: &Payments, booking_id: Uuid) -> DomainResult<Deposit> {
-    if !ctx.can(Permission::BookingsWrite) {
-        authorize(db, ctx, Permission::PaymentsWrite, "payment").await?;
-    }
+    authorize(db, ctx, Permission::BookingsWrite, "booking").await?;
     let booking = bookings::load(&mut db.acquire().await?.conn(), booking_id).await?;
     let existing = deposits(&mut db.acquire().await?.conn(), booking_id).await?;
     if let Some(p) = live_deposit(&existing) {
