@@ -152,9 +152,9 @@ pub fn api_service(state: Arc<AppState>) -> OpenApiService<impl poem_openapi::Op
 /// The OpenAPI document as JSON (`virel openapi`).
 pub fn openapi_json(state: Arc<AppState>) -> String {
     {
-    let currencies = state.db.settings().currencies.clone();
-    openapi::document(&api_service(state).spec(), &currencies)
-}
+        let currencies = state.db.settings().currencies.clone();
+        openapi::document(&api_service(state).spec(), &currencies)
+    }
 }
 
 /// The whole HTTP application: `/api/v1/...`, the OpenAPI document, `/docs` and the operator

@@ -407,7 +407,9 @@ fn add_examples(doc: &mut Value) {
 /// Where a value is one of a list the commands check (`one_of`), the document says so: a body
 /// field by schema and property, a parameter by operation and name. The lists are the
 /// domain's own constants, so the document and the check cannot drift apart.
-fn enumerations(currencies: &[String]) -> (Vec<(&'static str, &'static str, Vec<String>)>, Vec<(&'static str, &'static str, Vec<String>)>) {
+fn enumerations(
+    currencies: &[String],
+) -> (Vec<(&'static str, &'static str, Vec<String>)>, Vec<(&'static str, &'static str, Vec<String>)>) {
     use virel_domain::automation::rules::{ACTIONS, OPERATORS, TRIGGERS};
     use virel_domain::commands::{contacts, models, notifications, payments, templates, webhooks_in};
     use virel_domain::machine::*;
@@ -545,8 +547,12 @@ fn bounds() -> Vec<(&'static str, &'static str, Value)> {
         ("WeeklyIn", "start", json!({"pattern": HH_MM})),
         ("WeeklyIn", "end", json!({"pattern": HH_MM})),
         ("SubscriptionIn", "event_types", json!({"minItems": 1, "items": {"type": "string", "enum": triggers}})),
-        ("PolicyIn", "escalation_secs", json!({"minItems": 3, "maxItems": 3,
-            "items": {"type": "integer", "minimum": 0, "maximum": virel_domain::sla::policy::MAX_ESCALATION_SECS}})),
+        (
+            "PolicyIn",
+            "escalation_secs",
+            json!({"minItems": 3, "maxItems": 3,
+            "items": {"type": "integer", "minimum": 0, "maximum": virel_domain::sla::policy::MAX_ESCALATION_SECS}}),
+        ),
         ("PolicyIn", "calendar", calendar),
     ]);
     v
@@ -571,7 +577,9 @@ fn constrain(doc: &mut Value, currencies: &[String]) {
     let requests = request_schemas(doc);
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         for (schema, prop, values) in &props {
-            if let Some(p) = schemas.get_mut(*schema).and_then(|s| s.get_mut("properties")).and_then(|s| s.get_mut(*prop)) {
+            if let Some(p) =
+                schemas.get_mut(*schema).and_then(|s| s.get_mut("properties")).and_then(|s| s.get_mut(*prop))
+            {
                 set_enum(p, values);
             }
         }
@@ -609,9 +617,6 @@ fn constrain(doc: &mut Value, currencies: &[String]) {
                 p["schema"]["minimum"] = json!(1);
                 p["schema"]["maximum"] = json!(200);
             }
-            if id == "listFreeWindows" && (name == "from" || name == "to") {
-                p["schema"]["pattern"] = json!(YEAR_2000_TO_2099);
-            }
             if name == "cursor" {
                 // What `encode_cursor` gives out: an id, 16 bytes in unpadded base64url.
                 p["schema"]["pattern"] = json!(CURSOR);
@@ -648,7 +653,8 @@ fn text_pattern_in(p: &mut Value, required: bool, in_body: bool) {
         p["pattern"] = json!(YEAR_2000_TO_2099);
         return;
     }
-    let plain = p["type"] == "string" && p.get("enum").is_none() && p.get("format").is_none() && p.get("pattern").is_none();
+    let plain =
+        p["type"] == "string" && p.get("enum").is_none() && p.get("format").is_none() && p.get("pattern").is_none();
     if plain {
         p["pattern"] = json!(if required { NOT_BLANK } else { NO_NUL });
     }
@@ -729,13 +735,18 @@ fn json_value() -> Value {
 /// parameters by its type, each condition's value by its operator, and each trigger's fields
 /// for the conditions (a `oneOf` over the triggers).
 fn rule_language(doc: &mut Value) {
-    use virel_domain::automation::rules::{MAX_DELAY_MINUTES, MAX_DUE_IN_MINUTES, NOTIFY_CHANNELS, NOTIFY_TARGETS, TRIGGERS, trigger_subject};
-    use virel_domain::machine::{BOOKING, EXCEPTION, EXCEPTION_TYPES, INQUIRY, PRIORITIES, SEVERITIES, TASK, TASK_TYPES};
+    use virel_domain::automation::rules::{
+        MAX_DELAY_MINUTES, MAX_DUE_IN_MINUTES, NOTIFY_CHANNELS, NOTIFY_TARGETS, TRIGGERS, trigger_subject,
+    };
+    use virel_domain::machine::{
+        BOOKING, EXCEPTION, EXCEPTION_TYPES, INQUIRY, PRIORITIES, SEVERITIES, TASK, TASK_TYPES,
+    };
     let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(|s| s.as_object_mut()) else { return };
     schemas.insert("JsonValue".into(), json_value());
     let any = json!({"$ref": "#/components/schemas/JsonValue"});
     let not_blank = json!({"type": "string", "maxLength": 10000, "pattern": NOT_BLANK});
     let delay = json!({"type": "integer", "minimum": 0, "maximum": MAX_DELAY_MINUTES, "nullable": true});
+    let delay_param = json!({"type": "integer", "minimum": 0, "maximum": MAX_DELAY_MINUTES});
     let uuid = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
     let assign_to = json!({"type": "string", "nullable": true, "pattern": format!("^(round_robin|assignee|{uuid})$"),
         "description": "A user id, `round_robin` or `assignee`."});
@@ -745,7 +756,7 @@ fn rule_language(doc: &mut Value) {
     all_states.dedup();
     let action = |kind: &str, required: &[&str], params: Value| {
         let mut params = params;
-        params["delay_minutes"] = delay.clone();
+        params["delay_minutes"] = delay_param.clone();
         json!({
             "type": "object",
             "additionalProperties": false,
@@ -776,31 +787,46 @@ fn rule_language(doc: &mut Value) {
     update_status["properties"]["params"]["anyOf"] = json!(by_entity);
     let actions = vec![
         update_status,
-        action("create_task", &["type"], json!({
-            "type": {"type": "string", "enum": TASK_TYPES},
-            "title": not_blank,
-            "priority": {"type": "string", "enum": PRIORITIES},
-            "due_in_minutes": {"type": "integer", "minimum": 0, "maximum": MAX_DUE_IN_MINUTES},
-            "assign_to": assign_to
-        })),
-        action("create_exception", &["type", "severity"], json!({
-            "type": {"type": "string", "enum": EXCEPTION_TYPES},
-            "severity": {"type": "string", "enum": SEVERITIES},
-            "title": not_blank
-        })),
-        action("send_notification", &["channel", "template", "to"], json!({
-            "channel": {"type": "string", "enum": NOTIFY_CHANNELS},
-            "template": not_blank,
-            "to": {"type": "string", "pattern": format!("^({}|{uuid})$", NOTIFY_TARGETS.join("|")),
-                   "description": "client, model, assignee, a role, or a user id."}
-        })),
+        action(
+            "create_task",
+            &["type"],
+            json!({
+                "type": {"type": "string", "enum": TASK_TYPES},
+                "title": not_blank,
+                "priority": {"type": "string", "enum": PRIORITIES},
+                "due_in_minutes": {"type": "integer", "minimum": 0, "maximum": MAX_DUE_IN_MINUTES},
+                "assign_to": assign_to
+            }),
+        ),
+        action(
+            "create_exception",
+            &["type", "severity"],
+            json!({
+                "type": {"type": "string", "enum": EXCEPTION_TYPES},
+                "severity": {"type": "string", "enum": SEVERITIES},
+                "title": not_blank
+            }),
+        ),
+        action(
+            "send_notification",
+            &["channel", "template", "to"],
+            json!({
+                "channel": {"type": "string", "enum": NOTIFY_CHANNELS},
+                "template": not_blank,
+                "to": {"type": "string", "pattern": format!("^({}|{uuid})$", NOTIFY_TARGETS.join("|")),
+                       "description": "client, model, assignee, a role, or a user id."}
+            }),
+        ),
         action("assign", &["assign_to"], json!({"assign_to": assign_to})),
         action("add_note", &["text"], json!({"text": not_blank})),
     ];
-    schemas.insert("ActionIo".into(), json!({
-        "description": "An action of a rule: its type and its parameters (SPEC §6).",
-        "oneOf": actions
-    }));
+    schemas.insert(
+        "ActionIo".into(),
+        json!({
+            "description": "An action of a rule: its type and its parameters (SPEC §6).",
+            "oneOf": actions
+        }),
+    );
     schemas.insert("ConditionIo".into(), json!({
         "type": "object",
         "additionalProperties": false,
@@ -831,7 +857,9 @@ fn rule_language(doc: &mut Value) {
             };
             let own = machines.iter().find(|(e, _)| *e == subject).map(|(_, m)| m.states);
             let status_rule = match own {
-                Some(states) => json!({"anyOf": [{"required": ["entity"]}, {"properties": {"newStatus": {"enum": states}}}]}),
+                Some(states) => {
+                    json!({"anyOf": [{"required": ["entity"]}, {"properties": {"newStatus": {"enum": states}}}]})
+                }
                 None => json!({"required": ["entity"]}),
             };
             json!({
@@ -859,7 +887,9 @@ fn rule_language(doc: &mut Value) {
             {"required": ["replay_last"], "properties": {"replay_last": {"type": "integer"}}}
         ]);
     }
-    for (schema, prop) in [("CreateInquiry", "preferences"), ("CreateModel", "attributes"), ("PatchModel", "attributes")] {
+    for (schema, prop) in
+        [("CreateInquiry", "preferences"), ("CreateModel", "attributes"), ("PatchModel", "attributes")]
+    {
         if let Some(p) = schemas.get_mut(schema).and_then(|s| s.get_mut("properties")).and_then(|p| p.get_mut(prop)) {
             *p = json!({"type": "object", "nullable": true, "additionalProperties": any});
         }
@@ -885,13 +915,19 @@ fn requirements(doc: &mut Value) {
         ]})
     };
     let table: Vec<(&str, Vec<Value>)> = vec![
-        ("BookingStatusIn", vec![when("status", json!(["cancelled"]), "reason"), when("override", json!([true]), "reason")]),
+        (
+            "BookingStatusIn",
+            vec![when("status", json!(["cancelled"]), "reason"), when("override", json!([true]), "reason")],
+        ),
         ("InquiryStatusIn", vec![when("status", json!(["lost"]), "reason")]),
         ("ExceptionStatusIn", vec![when("status", json!(["resolved", "dismissed"]), "resolution")]),
-        ("CreateInquiry", vec![json!({"anyOf": [
-            {"required": ["client_id"], "properties": {"client_id": {"type": "string"}}},
-            {"required": ["client"], "properties": {"client": {"type": "object"}}}
-        ]})]),
+        (
+            "CreateInquiry",
+            vec![json!({"oneOf": [
+                {"required": ["client_id"], "properties": {"client_id": {"type": "string"}}},
+                {"required": ["client"], "properties": {"client": {"type": "object"}}}
+            ]})],
+        ),
         ("CreateTask", vec![pair("subject_type", "subject_id")]),
         ("CreateException", vec![pair("subject_type", "subject_id")]),
         ("RefundIn", vec![json!({"required": ["reason"], "properties": {"reason": text}})]),

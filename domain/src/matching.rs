@@ -241,7 +241,10 @@ pub async fn match_inquiry(db: &Db, ctx: &Ctx, id: Uuid) -> DomainResult<MatchRe
     let mut conn = h.conn();
     let inquiry = crate::commands::inquiries::load(&mut conn, id).await?;
     let (Some(start), Some(minutes)) = (inquiry.requested_start, inquiry.duration_minutes) else {
-        return Err(DomainError::invalid("the inquiry needs requested_start and duration_minutes to be matched"));
+        return Err(DomainError::GuardFailed {
+            guard: "inquiry_has_time",
+            message: "the inquiry needs requested_start and duration_minutes to be matched".into(),
+        });
     };
     let window = Interval::new(start, start + Duration::minutes(minutes));
     let buffer = availability::buffer(db.settings());

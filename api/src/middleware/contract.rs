@@ -57,7 +57,13 @@ impl Contract {
                     let mut schema = schema.clone();
                     to_json_schema(&mut schema);
                     let root = json!({"allOf": [schema], "components": {"schemas": components.clone()}});
-                    match jsonschema::draft7::new(&root) {
+                    // The `regex` engine: linear time, so no pattern can be made to backtrack
+                    // for ever on a hostile body (fancy-regex, the default, backtracks).
+                    let built = jsonschema::options()
+                        .with_draft(jsonschema::Draft::Draft7)
+                        .with_pattern_options(jsonschema::PatternOptions::regex())
+                        .build(&root);
+                    match built {
                         Ok(v) => {
                             bodies.insert(method.clone(), (Arc::new(v), secured));
                         }
@@ -225,5 +231,19 @@ mod tests {
         assert_eq!(check(json!({"s": "a", "extra": 1})).as_deref(), Some("body"));
         assert_eq!(check(json!({})).as_deref(), Some("body"));
         assert!(c.secured(&Method::POST, "/api/v1/things/1"));
+    }
+
+    #[test]
+    fn patterns_cannot_be_made_to_backtrack() {
+        // A megabyte-long near miss of a nested quantifier: instant with a linear engine, years
+        // with a backtracking one.
+        let doc = DOC.replace(
+            r#""n":{"type":"string","nullable":true}"#,
+            r#""n":{"type":"string","pattern":"^([ +()-]*([0-9][ +()-]*){6,15})?$"}"#,
+        );
+        let c = Contract::from_document(&doc);
+        let near_miss = format!("{}x", "1 ".repeat(500_000));
+        let err = c.check_body(&Method::POST, "/api/v1/things/1", &json!({"s": "a", "n": near_miss}));
+        assert_eq!(err.map(|(f, _)| f).as_deref(), Some("n"));
     }
 }

@@ -13,8 +13,8 @@
 //! - `input_guard`: no NUL character in a path, query parameter or body reaches SQL (422).
 
 pub mod access_log;
-pub mod contract;
 pub mod body_limit;
+pub mod contract;
 pub mod idempotency;
 pub mod input_guard;
 pub mod request_id;

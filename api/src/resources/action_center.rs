@@ -158,11 +158,7 @@ impl Api {
 /// `{"type": "item.removed", "item": {"kind", "id"}}` for the items the user may see. A
 /// reconnecting client gets a fresh snapshot.
 #[poem::handler]
-pub async fn ws(
-    req: &Request,
-    ws: poem::Result<WebSocket>,
-    state: poem::web::Data<&Arc<AppState>>,
-) -> poem::Response {
+pub async fn ws(req: &Request, ws: poem::Result<WebSocket>, state: poem::web::Data<&Arc<AppState>>) -> poem::Response {
     use poem::IntoResponse;
     use tracing::Instrument;
     let state: Arc<AppState> = state.0.clone();

@@ -89,11 +89,40 @@ async fn check_templates(conn: &mut Conn<'_>, r: &RuleInput) -> DomainResult<()>
     Ok(())
 }
 
+/// The most rules one trigger may have: every event runs all the rules of its trigger, and
+/// rules' events run rules again, so their number multiplies along a chain.
+pub const MAX_RULES_PER_TRIGGER: i64 = 25;
+
+#[derive(sqlx::FromRow)]
+struct Count {
+    n: i64,
+}
+
+/// 409 when `trigger` already has [`MAX_RULES_PER_TRIGGER`] rules (besides `except`).
+async fn check_room(conn: &mut Conn<'_>, trigger: &str, except: Option<Uuid>) -> DomainResult<()> {
+    let n = crate::q_one!(
+        conn,
+        Count,
+        "SELECT COUNT(*) AS n FROM automation_rules WHERE trigger = $1 AND ($2 IS NULL OR id <> $2)",
+        trigger,
+        except
+    )?
+    .n;
+    if n >= MAX_RULES_PER_TRIGGER {
+        return Err(DomainError::GuardFailed {
+            guard: "rules_per_trigger",
+            message: format!("{trigger} already has {n} rules, the most one trigger may have"),
+        });
+    }
+    Ok(())
+}
+
 pub async fn create_rule(db: &Db, ctx: &Ctx, r: RuleInput) -> DomainResult<Rule> {
     authorize(db, ctx, Permission::AutomationWrite, "automation_rule").await?;
     let name = check_input(&r)?;
     let mut tx = db.begin().await?;
     check_templates(&mut tx.conn(), &r).await?;
+    check_room(&mut tx.conn(), &r.trigger, None).await?;
     let row = insert_rule(&mut tx.conn(), ctx, &name, &r, false).await?;
     tx.commit().await?;
     Ok(row)
@@ -143,6 +172,7 @@ pub async fn update_rule(db: &Db, ctx: &Ctx, id: Uuid, r: RuleInput) -> DomainRe
     let mut conn = tx.conn();
     check_templates(&mut conn, &r).await?;
     let before = load_rule(&mut conn, id).await?;
+    check_room(&mut conn, &r.trigger, Some(id)).await?;
     check_version("automation rule", r.version, before.version)?;
     let n = q_exec!(
         &mut conn,

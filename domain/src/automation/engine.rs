@@ -13,12 +13,27 @@ use crate::commands::exceptions::{self, NewException};
 use crate::error::{DomainError, DomainResult};
 use crate::rows::DomainEvent;
 use crate::store::{Conn, Db};
-use crate::{Actor, Ctx, new_id, now, q_all, q_exec, q_opt};
+use crate::{Actor, Ctx, new_id, now, q_all, q_exec, q_one, q_opt};
 
 use super::*;
 
 /// The marker "rule" under which loop-protection reports are recorded once per event.
 const LOOP_GUARD: Uuid = Uuid::nil();
+
+/// From this depth of an automation chain (a rule's event causing a rule's event), events run
+/// rules only within [`CASCADE_BUDGET_PER_MINUTE`].
+pub const CASCADE_DEPTH: i64 = 2;
+/// The most events at [`CASCADE_DEPTH`] or deeper the whole system may make in a minute while
+/// they still run rules. Every event runs every rule of its trigger and each rule's actions
+/// make events again, so a few rules on one trigger multiply along a chain long before
+/// [`MAX_DEPTH`] stops it; past the budget the chain stops at this depth (each stop recorded,
+/// one exception per minute), and ordinary work, one or two links deep, is never counted.
+pub const CASCADE_BUDGET_PER_MINUTE: i64 = 500;
+
+#[derive(FromRow)]
+struct Count {
+    n: i64,
+}
 
 /// The envelope fields a condition reaches as `event.*`.
 pub fn envelope(e: &DomainEvent) -> Value {
@@ -144,6 +159,10 @@ pub async fn process_event(db: &Db, event_id: Uuid) -> DomainResult<EventOutcome
         }
         return Ok(out);
     }
+    if event.depth >= CASCADE_DEPTH && over_cascade_budget(db, &event).await? {
+        out.loop_stopped = true;
+        return Ok(out);
+    }
     let env = envelope(&event);
     for rule in rules {
         let started = std::time::Instant::now();
@@ -214,4 +233,57 @@ pub async fn process_event(db: &Db, event_id: Uuid) -> DomainResult<EventOutcome
         }
     }
     Ok(out)
+}
+
+/// Whether chained events are over [`CASCADE_BUDGET_PER_MINUTE`]; if so the stop is recorded
+/// for `event`, and the first stop of a minute raises an exception.
+async fn over_cascade_budget(db: &Db, event: &DomainEvent) -> DomainResult<bool> {
+    let since = now() - chrono::Duration::minutes(1);
+    let recent = {
+        let mut h = db.acquire().await?;
+        q_one!(
+            &mut h.conn(),
+            Count,
+            "SELECT COUNT(*) AS n FROM domain_events WHERE depth >= $1 AND occurred_at > $2",
+            CASCADE_DEPTH,
+            since
+        )?
+        .n
+    };
+    if recent <= CASCADE_BUDGET_PER_MINUTE {
+        return Ok(false);
+    }
+    let title = "Automation cascade stopped: too many chained events";
+    let mut tx = db.begin().await?;
+    let why = format!("{recent} chained events in the last minute; at most {CASCADE_BUDGET_PER_MINUTE} run rules");
+    if insert_execution(&mut tx.conn(), LOOP_GUARD, event.id, -3, "stopped", None, Some(why), 0, None).await? {
+        let raised = q_one!(
+            &mut tx.conn(),
+            Count,
+            "SELECT COUNT(*) AS n FROM exceptions WHERE title = $1 AND created_at > $2",
+            title,
+            since
+        )?
+        .n;
+        if raised == 0 {
+            let ctx = Ctx {
+                actor: Actor::System,
+                ip: None,
+                request_id: None,
+                causation_id: Some(event.id),
+                depth: event.depth + 1,
+            };
+            let new = NewException {
+                kind: "job_failed".into(),
+                title: Some(title.into()),
+                severity: "high".into(),
+                subject_type: None,
+                subject_id: None,
+                assignee_id: None,
+            };
+            exceptions::insert(&mut tx.conn(), &ctx, new).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
 }

@@ -38,9 +38,15 @@ pub use rules::{Interval, Rules, Validated, WeeklyWindow};
 pub const MAX_RANGE_DAYS: i64 = 31;
 
 /// The end of the range `free_windows` answers for `[from, to)`: `to`, but never before
-/// `from` and at most MAX_RANGE_DAYS after it.
+/// `from`, at most MAX_RANGE_DAYS after it, and `from` itself (nothing) when `from` is outside
+/// the times Virel keeps (2000 to 2100).
 pub fn covered(from: DateTime<Utc>, to: DateTime<Utc>) -> DateTime<Utc> {
-    to.max(from).min(from.checked_add_signed(Duration::days(MAX_RANGE_DAYS)).unwrap_or(to))
+    if crate::validate::time("from", from).is_err() {
+        return from;
+    }
+    to.max(from)
+        .min(from.checked_add_signed(Duration::days(MAX_RANGE_DAYS)).unwrap_or(to))
+        .min(crate::validate::max_time())
 }
 
 /// The stored rules of one model.
@@ -573,15 +579,17 @@ pub async fn free_windows(
     model_id: Option<Uuid>,
 ) -> DomainResult<Vec<ModelWindows>> {
     authorize(db, ctx, Permission::ModelsRead, "availability").await?;
-    // An empty or reversed range has no free time; a longer one is cut at MAX_RANGE_DAYS (the
-    // caller's answer states the range it covers: see `covered`).
-    crate::validate::time("from", from)?;
-    crate::validate::time("to", to)?;
+    // An empty or reversed range has no free time, nor has one outside the times Virel keeps
+    // (2000 to 2100); a longer one is cut at MAX_RANGE_DAYS (the caller's answer states the
+    // range it covers: see `covered`).
     let to = covered(from, to);
     let mut h = db.acquire().await?;
     let mut conn = h.conn();
     if let Some(m) = model_id {
         crate::commands::models::load(&mut conn, m).await?;
+    }
+    if to <= from {
+        return Ok(Vec::new());
     }
     let buffer = buffer(db.settings());
     let range = Interval::new(from, to);

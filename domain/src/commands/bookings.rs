@@ -130,9 +130,8 @@ pub(crate) async fn insert(tx: &mut Tx, ctx: &Ctx, b: NewBookingRow) -> DomainRe
     if client.blocked {
         return Err(DomainError::GuardFailed { guard: "client_not_blocked", message: "the client is blocked".into() });
     }
-    let model = super::models::load(&mut tx.conn(), b.model_id)
-        .await
-        .map_err(|_| DomainError::NotFound { entity: "model" })?;
+    let model =
+        super::models::load(&mut tx.conn(), b.model_id).await.map_err(|_| DomainError::NotFound { entity: "model" })?;
     if model.status != "active" {
         return Err(DomainError::GuardFailed { guard: "model_active", message: "the model is not active".into() });
     }

@@ -316,8 +316,7 @@ pub async fn assign_in(
         return Err(DomainError::GuardFailed { guard: "task_open", message: format!("the task is {}", before.status) });
     }
     if let Some(a) = assignee_id {
-        let u =
-            super::users::load(&mut conn, a).await.map_err(|_| DomainError::NotFound { entity: "user" })?;
+        let u = super::users::load(&mut conn, a).await.map_err(|_| DomainError::NotFound { entity: "user" })?;
         if !u.active {
             return Err(DomainError::invalid("assignee_id names an inactive user"));
         }
