@@ -200,6 +200,13 @@ pub fn origin_allowed(state: &AppState, req: &Request) -> bool {
 }
 
 /// When the credential's access token expires (seconds since the epoch); None if invalid.
+/// Whether the credential's token verifies (signature and expiry; the user is not read): the
+/// contract middleware checks a body only for a caller who may be authenticated, so a bad
+/// token is a 401 before any complaint about the body.
+pub fn plausible(state: &AppState, c: &Credential) -> bool {
+    expiry(state, c).is_some()
+}
+
 pub fn expiry(state: &AppState, c: &Credential) -> Option<i64> {
     match c {
         Credential::Bearer(t) | Credential::Cookie(t) | Credential::Query(t) => state.jwt.verify(t).map(|c| c.exp),

@@ -151,10 +151,8 @@ pub fn api_service(state: Arc<AppState>) -> OpenApiService<impl poem_openapi::Op
 
 /// The OpenAPI document as JSON (`virel openapi`).
 pub fn openapi_json(state: Arc<AppState>) -> String {
-    {
-        let currencies = state.db.settings().currencies.clone();
-        openapi::document(&api_service(state).spec(), &currencies)
-    }
+    let settings = state.db.settings().clone();
+    openapi::document(&api_service(state).spec(), &settings)
 }
 
 /// The whole HTTP application: `/api/v1/...`, the OpenAPI document, `/docs` and the operator
@@ -162,7 +160,7 @@ pub fn openapi_json(state: Arc<AppState>) -> String {
 pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
     state.hub.start(state.db.clone(), state.live_redis.clone());
     let service = api_service(state.clone());
-    let spec = openapi::document(&service.spec(), &state.db.settings().currencies);
+    let spec = openapi::document(&service.spec(), state.db.settings());
     let contract = middleware::contract::Contract::from_document(&spec);
 
     let docs = service.swagger_ui();

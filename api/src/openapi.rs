@@ -55,15 +55,16 @@ with another body answers 422; a retry while the first is still running answers 
 `GET /ws` upgrades to a WebSocket that streams the Action Center (see that operation)."#;
 
 /// The published document: poem-openapi's, completed (see the module's comment), with the
-/// agency's currencies as the enumeration of every currency field.
-pub fn document(generated: &str, currencies: &[String]) -> String {
+/// agency's settings where they decide what is valid (its currencies, whether webhooks may
+/// target IP literals).
+pub fn document(generated: &str, settings: &virel_domain::settings::Settings) -> String {
     let mut doc: Value = match serde_json::from_str(generated) {
         Ok(v) => v,
         // poem-openapi's own output; if it ever failed to parse, serve it unchanged.
         Err(_) => return generated.to_string(),
     };
     complete(&mut doc);
-    constrain(&mut doc, currencies);
+    constrain(&mut doc, settings);
     serde_json::to_string(&doc).unwrap_or_else(|_| generated.to_string())
 }
 
@@ -370,7 +371,7 @@ fn add_examples(doc: &mut Value) {
             "createInquiry",
             json!({
                 "client": {"name": "Anna Smith", "phone": "+447700900123", "email": "anna@example.com"},
-                "source": "website",
+                "source": "web",
                 "requested_start": "2027-03-14T19:00:00Z",
                 "duration_minutes": 180,
                 "location": "London, Mayfair",
@@ -393,7 +394,7 @@ fn add_examples(doc: &mut Value) {
         ),
         ("transitionBooking", json!({"status": "cancelled", "reason": "The client cancelled by phone.", "version": 3})),
         ("transitionInquiry", json!({"status": "qualified", "version": 1})),
-        ("createTask", json!({"title": "Call the client back", "priority": "high"})),
+        ("createTask", json!({"type": "follow_up", "title": "Call the client back", "priority": "high"})),
     ];
     for (id, example) in examples {
         let Some(op) = find_op(doc, id) else { continue };
@@ -404,12 +405,13 @@ fn add_examples(doc: &mut Value) {
     }
 }
 
+/// A schema and property (or an operation and parameter) and the values it takes.
+type Enumeration = (&'static str, &'static str, Vec<String>);
+
 /// Where a value is one of a list the commands check (`one_of`), the document says so: a body
 /// field by schema and property, a parameter by operation and name. The lists are the
 /// domain's own constants, so the document and the check cannot drift apart.
-fn enumerations(
-    currencies: &[String],
-) -> (Vec<(&'static str, &'static str, Vec<String>)>, Vec<(&'static str, &'static str, Vec<String>)>) {
+fn enumerations(currencies: &[String]) -> (Vec<Enumeration>, Vec<Enumeration>) {
     use virel_domain::automation::rules::{ACTIONS, OPERATORS, TRIGGERS};
     use virel_domain::commands::{contacts, models, notifications, payments, templates, webhooks_in};
     use virel_domain::machine::*;
@@ -449,6 +451,13 @@ fn enumerations(
         ("RulesIn", "time_zone", zones),
         ("TemplateIn", "channel", l(templates::CHANNELS)),
         ("WeeklyIn", "day", days),
+        // Answers: a generated client gets the statuses as unions.
+        ("InquiryOut", "status", l(INQUIRY.states)),
+        ("BookingOut", "status", l(BOOKING.states)),
+        ("TaskOut", "status", l(TASK.states)),
+        ("ExceptionOut", "status", l(EXCEPTION.states)),
+        ("ItemOut", "kind", l(&["task", "exception"])),
+        ("ItemOut", "priority", l(PRIORITIES)),
     ];
     let params = vec![
         ("listUsers", "role", l(notifications::ROLES)),
@@ -490,12 +499,20 @@ const CLIENT_TELEGRAM: &str = "^(@?[A-Za-z0-9_]{3,63})?$";
 const CONTACT_TELEGRAM: &str = "^(@[A-Za-z0-9_]{3,62}|-?[0-9]{1,32})?$";
 /// E.164 (`+447700900123`), or empty.
 const E164_OR_EMPTY: &str = "^(\\+[0-9]{8,15})?$";
-/// An http(s) URL on a named host, without credentials or fragment.
-const WEBHOOK_URL: &str = "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.[A-Za-z][A-Za-z0-9-]*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?(\\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]*)?$";
+/// An http(s) URL without credentials or fragment, on a named host (whose address is checked
+/// at each delivery), or also on an IPv4 literal where private targets are allowed
+/// (`VIREL_WEBHOOK_ALLOW_PRIVATE`; otherwise a literal is refused at once).
+fn webhook_url(ip_literals: bool) -> String {
+    let octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+    let name = "([A-Za-z0-9-]+\\.)*[A-Za-z][A-Za-z0-9-]*";
+    let host = if ip_literals { format!("({name}|{octet}(\\.{octet}){{3}})") } else { format!("({name})") };
+    let port = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})";
+    format!("^https?://{host}(:{port})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?(\\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]*)?$")
+}
 
 /// What the commands check of each body field, stated for the document (and so enforced at
 /// the edge by the contract middleware): a pattern, bounds, a minimum count.
-fn bounds() -> Vec<(&'static str, &'static str, Value)> {
+fn bounds(webhook_ip_literals: bool) -> Vec<(&'static str, &'static str, Value)> {
     let max_amount = virel_domain::validate::MAX_AMOUNT;
     let triggers: Vec<&str> = virel_domain::automation::rules::TRIGGERS.iter().map(|t| t.0).collect();
     let zones: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()).collect();
@@ -530,7 +547,7 @@ fn bounds() -> Vec<(&'static str, &'static str, Value)> {
         ("PatchUser", "password", json!({"minLength": 8})),
         ("TemplateIn", "name", json!({"pattern": "^[a-z0-9_]{1,64}$"})),
         ("TemplateIn", "bot", json!({"enum": ["diva", "kesha", null]})),
-        ("SubscriptionIn", "url", json!({"pattern": WEBHOOK_URL, "maxLength": 2048})),
+        ("SubscriptionIn", "url", json!({"pattern": webhook_url(webhook_ip_literals), "maxLength": 2048})),
         ("PolicyIn", "minutes", json!({"minimum": 1, "maximum": 43200})),
         ("PolicyIn", "at_risk_percent", json!({"minimum": 1, "maximum": 99})),
         ("RateIn", "duration_minutes", json!({"minimum": 15, "maximum": 1440})),
@@ -572,8 +589,8 @@ const NOT_BLANK: &str = "^[^\\x00]*[^\\x00\\s][^\\x00]*$";
 
 /// Bounds the handlers enforce that poem-openapi's derive cannot state: enumerations, the
 /// page size, text without NUL (and required text not blank).
-fn constrain(doc: &mut Value, currencies: &[String]) {
-    let (props, params) = enumerations(currencies);
+fn constrain(doc: &mut Value, settings: &virel_domain::settings::Settings) {
+    let (props, params) = enumerations(&settings.currencies);
     let requests = request_schemas(doc);
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         for (schema, prop, values) in &props {
@@ -583,7 +600,7 @@ fn constrain(doc: &mut Value, currencies: &[String]) {
                 set_enum(p, values);
             }
         }
-        for (schema, prop, bound) in bounds() {
+        for (schema, prop, bound) in bounds(settings.webhook_allow_private) {
             if let Some(p) = schemas.get_mut(schema).and_then(|s| s.get_mut("properties")).and_then(|s| s.get_mut(prop))
                 && let (Some(p), Some(bound)) = (p.as_object_mut(), bound.as_object())
             {
@@ -773,7 +790,7 @@ fn rule_language(doc: &mut Value) {
         .iter()
         .map(|(e, m)| json!({"required": ["entity"], "properties": {"entity": {"enum": [e]}, "newStatus": {"enum": m.states}}}))
         .collect();
-    by_entity.push(json!({"not": {"required": ["entity"]}}));
+    by_entity.push(json!({"not": {"required": ["entity"], "properties": {"entity": {"type": "string"}}}}));
     let mut update_status = action(
         "update_status",
         &["newStatus"],
@@ -833,7 +850,7 @@ fn rule_language(doc: &mut Value) {
         "required": ["field", "operator"],
         "description": "A dotted path into the event payload (`source`, `booking.status`), or `event.type` / `event.depth` / `event.actor`; an operator; the value it compares with.",
         "properties": {
-            "field": {"type": "string", "maxLength": 200, "pattern": "^[^.\\x00]+(\\.[^.\\x00]+)*$"},
+            "field": {"type": "string", "maxLength": 10000, "pattern": "^[^.\\x00]+(\\.[^.\\x00]+)*$"},
             "operator": {"type": "string", "enum": virel_domain::automation::rules::OPERATORS},
             "value": any
         },
@@ -858,11 +875,12 @@ fn rule_language(doc: &mut Value) {
             let own = machines.iter().find(|(e, _)| *e == subject).map(|(_, m)| m.states);
             let status_rule = match own {
                 Some(states) => {
-                    json!({"anyOf": [{"required": ["entity"]}, {"properties": {"newStatus": {"enum": states}}}]})
+                    json!({"anyOf": [{"required": ["entity"], "properties": {"entity": {"type": "string"}}}, {"properties": {"newStatus": {"enum": states}}}]})
                 }
-                None => json!({"required": ["entity"]}),
+                None => json!({"required": ["entity"], "properties": {"entity": {"type": "string"}}}),
             };
             json!({
+                "required": ["trigger"],
                 "properties": {
                     "trigger": {"enum": [t]},
                     "conditions": {"items": {"properties": {"field": {"pattern": field}}}},

