@@ -45,6 +45,7 @@ const SETTINGS: &[&str] = &[
     "VIREL_DEMO_DATA",
     "VIREL_TRAVEL_BUFFER_MINUTES",
     "VIREL_AVAILABILITY_WEEKS",
+    "VIREL_AUTOMATION_CASCADE_BUDGET",
     "VIREL_TRUST_PROXY",
     "VIREL_PUBLIC_URL",
     "VIREL_LOG_FORMAT",
@@ -370,6 +371,7 @@ impl Config {
             availability_weeks: s.positive("VIREL_AVAILABILITY_WEEKS", dd.availability_weeks)?,
             webhook_allow_private: s.flag("VIREL_WEBHOOK_ALLOW_PRIVATE")?,
             notify_fallback,
+            cascade_budget_per_minute: s.positive("VIREL_AUTOMATION_CASCADE_BUDGET", dd.cascade_budget_per_minute)?,
         };
         if !(0..=24 * 60).contains(&domain.travel_buffer_minutes) {
             bail!("{} must be 0 to 1440 minutes", s.where_("VIREL_TRAVEL_BUFFER_MINUTES"));

@@ -20,6 +20,9 @@ pub struct Settings {
     /// The order notifications fall back along when a channel is disabled or refuses
     /// (`telegram`, `sms`, `email`; `telegram` is the bot of the recipient's audience).
     pub notify_fallback: Vec<String>,
+    /// `VIREL_AUTOMATION_CASCADE_BUDGET`: how many events two or more automation hops deep
+    /// the system may make in a minute while they still run rules.
+    pub cascade_budget_per_minute: i64,
 }
 
 impl Default for Settings {
@@ -32,6 +35,7 @@ impl Default for Settings {
             availability_weeks: 8,
             webhook_allow_private: false,
             notify_fallback: vec!["telegram".into(), "sms".into(), "email".into()],
+            cascade_budget_per_minute: crate::automation::engine::CASCADE_BUDGET_PER_MINUTE,
         }
     }
 }

@@ -122,6 +122,66 @@ both_engines_full!(
     }
 );
 
+// No scheduler: its sweeps would add chains of their own.
+both_engines_full!(
+    rules_that_multiply_are_capped_and_their_chains_budgeted,
+    WorkerOptions { scheduler: false, cascade_budget: Some(20), ..Default::default() },
+    async |app: TestApp| {
+        let admin = app.login("admin@virel.com").await;
+        app.settle(&admin).await;
+        let rule = |i: usize| {
+            json!({"name": format!("Fan {i}"), "trigger": "task.created", "conditions": [],
+                   "actions": [{"type": "create_task", "params": {"type": "custom", "title": "fan"}}]})
+        };
+        // A trigger takes at most 25 rules.
+        let existing = app.count("SELECT COUNT(*) AS n FROM automation_rules WHERE trigger = 'task.created'").await;
+        let mut made = 0;
+        for i in 0..(25 - existing) as usize {
+            let (s, b) = app.post(Some(&admin), "/automation/rules", rule(i)).await;
+            if s == StatusCode::CREATED {
+                made += 1;
+                // Three rules are enough to multiply; the rest are disabled, only counted.
+                if made > 3 {
+                    let id = b["id"].as_str().unwrap();
+                    let mut off = rule(i);
+                    off["enabled"] = json!(false);
+                    off["version"] = b["version"].clone();
+                    let (s, b) = app
+                        .send(reqwest::Method::PUT, Some(&admin), &format!("/automation/rules/{id}"), Some(off))
+                        .await;
+                    assert_eq!(s, StatusCode::OK, "{b}");
+                }
+            }
+        }
+        let (s, b) = app.post(Some(&admin), "/automation/rules", rule(99)).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{b}");
+        assert_eq!(b["error"]["details"]["guard"], "rules_per_trigger", "{b}");
+
+        // Three rules: 3 tasks one hop deep, 9 two hops deep, 27 three deep, ... cut by the
+        // budget of 20 chained events a minute long before depth 5 (which would be 363).
+        let fans = "SELECT COUNT(*) AS n FROM tasks WHERE title = 'fan'";
+        app.ok(&admin, "/tasks", json!({"type": "custom", "title": "seed"}), 201).await;
+        let reported = app
+            .eventually(20, || async {
+                (app.count("SELECT COUNT(*) AS n FROM exceptions WHERE title LIKE 'Automation cascade stopped%'").await
+                    == 1)
+                    .then_some(())
+            })
+            .await;
+        assert!(reported.is_some(), "one exception reports the stop");
+        app.settle(&admin).await;
+        let n = app.count(fans).await;
+        assert!((3 + 9..3 + 9 + 27 + 81).contains(&n), "{n} fan tasks: the chain stopped early");
+        let stops = app.count("SELECT COUNT(*) AS n FROM automation_executions WHERE status = 'stopped'").await;
+        assert!(stops > 0, "each stop is recorded");
+        assert_eq!(
+            app.count("SELECT COUNT(*) AS n FROM exceptions WHERE title LIKE 'Automation cascade stopped%'").await,
+            1,
+            "reported once a minute, not once per event"
+        );
+    }
+);
+
 fn failing_options(calls: Arc<Mutex<Vec<Instant>>>) -> WorkerOptions {
     let handler: virel_workers::CustomHandler = Arc::new(move |_payload| {
         let calls = calls.clone();

@@ -74,6 +74,8 @@ pub struct WorkerOptions {
     /// `VIREL_WEBHOOK_ALLOW_PRIVATE`: outgoing webhooks may target loopback and private
     /// addresses (a subscriber on 127.0.0.1 in the test).
     pub webhook_allow_private: bool,
+    /// `VIREL_AUTOMATION_CASCADE_BUDGET` (the default when None).
+    pub cascade_budget: Option<i64>,
     /// The notification channels the workers send through (every one disabled when None);
     /// `/health` shows their state.
     pub channels: Option<virel_workers::notify::Channels>,
@@ -91,6 +93,7 @@ impl Default for WorkerOptions {
             sweep_secs: 30,
             payments: virel_domain::payments::Payments::disabled(),
             webhook_allow_private: false,
+            cascade_budget: None,
             channels: None,
             twilio: None,
         }
@@ -225,11 +228,13 @@ impl TestApp {
     pub async fn start_full(engine: Engine, opts: WorkerOptions) -> TestApp {
         init_tracing();
         let (db, guard) = fresh_db(engine).await;
-        let db = if opts.webhook_allow_private {
-            let settings = virel_domain::settings::Settings { webhook_allow_private: true, ..db.settings().clone() };
+        let db = {
+            let mut settings = db.settings().clone();
+            settings.webhook_allow_private = opts.webhook_allow_private;
+            if let Some(b) = opts.cascade_budget {
+                settings.cascade_budget_per_minute = b;
+            }
             db.with_settings(settings)
-        } else {
-            db
         };
         virel_domain::automation::seed_defaults(&db).await.unwrap();
         let liveness = virel_workers::Liveness { heartbeat: std::time::Duration::from_secs(1), ..Default::default() };
