@@ -697,6 +697,15 @@ fn closed_request_bodies(doc: &mut Value) {
             && s.get("properties").is_some()
         {
             s["additionalProperties"] = json!(false);
+            // A default is what an absent field means; said in words, since generators read
+            // `default` as "always present" and would make a client send it.
+            for p in s["properties"].as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+                if let Some(d) = p.as_object_mut().and_then(|o| o.remove("default")) {
+                    let text = p["description"].as_str().unwrap_or_default().to_string();
+                    let sep = if text.is_empty() { "" } else { " " };
+                    p["description"] = json!(format!("{text}{sep}Default: `{d}`."));
+                }
+            }
         }
     }
 }
@@ -734,20 +743,6 @@ fn request_schemas(doc: &Value) -> std::collections::BTreeSet<String> {
     found
 }
 
-/// A value inside free-form JSON: any JSON whose texts carry no NUL character.
-fn json_value() -> Value {
-    json!({
-        "description": "Any JSON value; texts without NUL characters.",
-        "anyOf": [
-            {"type": "string", "pattern": NO_NUL},
-            {"type": "number"},
-            {"type": "boolean", "nullable": true},
-            {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
-            {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}
-        ]
-    })
-}
-
 /// The rule language as a schema (what `automation::rules::validate` checks): each action's
 /// parameters by its type, each condition's value by its operator, and each trigger's fields
 /// for the conditions (a `oneOf` over the triggers).
@@ -759,8 +754,8 @@ fn rule_language(doc: &mut Value) {
         BOOKING, EXCEPTION, EXCEPTION_TYPES, INQUIRY, PRIORITIES, SEVERITIES, TASK, TASK_TYPES,
     };
     let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(|s| s.as_object_mut()) else { return };
-    schemas.insert("JsonValue".into(), json_value());
-    let any = json!({"$ref": "#/components/schemas/JsonValue"});
+    // Free-form values: any JSON (the commands refuse a NUL in them, as in any text).
+    let any = json!({});
     let not_blank = json!({"type": "string", "maxLength": 10000, "pattern": NOT_BLANK});
     let delay = json!({"type": "integer", "minimum": 0, "maximum": MAX_DELAY_MINUTES, "nullable": true});
     let delay_param = json!({"type": "integer", "minimum": 0, "maximum": MAX_DELAY_MINUTES});
@@ -901,7 +896,7 @@ fn rule_language(doc: &mut Value) {
     }
     if let Some(test) = schemas.get_mut("TestIn") {
         test["anyOf"] = json!([
-            {"required": ["event"], "properties": {"event": {"type": "object"}}},
+            {"required": ["event"], "properties": {"event": {"$ref": "#/components/schemas/SampleEventIn"}}},
             {"required": ["replay_last"], "properties": {"replay_last": {"type": "integer"}}}
         ]);
     }
@@ -942,8 +937,8 @@ fn requirements(doc: &mut Value) {
         (
             "CreateInquiry",
             vec![json!({"oneOf": [
-                {"required": ["client_id"], "properties": {"client_id": {"type": "string"}}},
-                {"required": ["client"], "properties": {"client": {"type": "object"}}}
+                {"required": ["client_id"], "properties": {"client_id": {"type": "string", "format": "uuid"}}},
+                {"required": ["client"], "properties": {"client": {"$ref": "#/components/schemas/ClientIn"}}}
             ]})],
         ),
         ("CreateTask", vec![pair("subject_type", "subject_id")]),

@@ -59,14 +59,15 @@ const made = await api.POST("/bookings", {
   body: {
     client_id: again.client_id,
     model_id: model.id,
-    start_at: "2027-03-20T19:00:00Z",
+    start_at: `2027-0${1 + (Number(suffix) % 9)}-1${Number(suffix) % 10}T19:00:00Z`,
     duration_minutes: 120,
+    location: "London, Mayfair",
     price: { amount: 120000, currency: "GBP" },
     deposit: null,
   },
 });
 const booking: Booking = must(made.data, "create booking", made.error);
-check(booking.status === "draft" && booking.deposit === null, "a new booking is a draft without a deposit");
+check(booking.status === "draft" && booking.client_id === again.client_id, "a new booking is a draft for that client");
 const moved = await api.POST("/bookings/{id}/status", {
   headers,
   params: { path: { id: booking.id } },
