@@ -129,31 +129,13 @@ pub async fn process_event(db: &Db, event_id: Uuid) -> DomainResult<EventOutcome
             )
             .await?
             {
-                let ctx = Ctx {
-                    actor: Actor::System,
-                    ip: None,
-                    request_id: None,
-                    causation_id: Some(event.id),
-                    depth: event.depth + 1,
-                };
-                exceptions::insert(
-                    &mut tx.conn(),
-                    &ctx,
-                    NewException {
-                        kind: "job_failed".into(),
-                        title: Some(format!(
-                            "Automation loop stopped: {} at depth {} (rules: {})",
-                            event.kind,
-                            event.depth,
-                            rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
-                        )),
-                        severity: "high".into(),
-                        subject_type: None,
-                        subject_id: None,
-                        assignee_id: None,
-                    },
-                )
-                .await?;
+                let title = format!(
+                    "Automation loop stopped: {} at depth {} (rules: {})",
+                    event.kind,
+                    event.depth,
+                    rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+                );
+                report_stop(&mut tx.conn(), &event, title).await?;
             }
             tx.commit().await?;
         }
@@ -263,24 +245,25 @@ async fn over_cascade_budget(db: &Db, event: &DomainEvent) -> DomainResult<bool>
         let minute = now().timestamp() / 60;
         let marker = Uuid::from_u64_pair(0, minute as u64);
         if insert_execution(&mut tx.conn(), LOOP_GUARD, marker, -4, "stopped", None, Some(why), 0, None).await? {
-            let ctx = Ctx {
-                actor: Actor::System,
-                ip: None,
-                request_id: None,
-                causation_id: Some(event.id),
-                depth: event.depth + 1,
-            };
-            let new = NewException {
-                kind: "job_failed".into(),
-                title: Some(title.into()),
-                severity: "high".into(),
-                subject_type: None,
-                subject_id: None,
-                assignee_id: None,
-            };
-            exceptions::insert(&mut tx.conn(), &ctx, new).await?;
+            report_stop(&mut tx.conn(), event, title.into()).await?;
         }
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// The `job_failed` exception that reports an automation chain stopped at `event`.
+async fn report_stop(conn: &mut Conn<'_>, event: &DomainEvent, title: String) -> DomainResult<()> {
+    let ctx =
+        Ctx { actor: Actor::System, ip: None, request_id: None, causation_id: Some(event.id), depth: event.depth + 1 };
+    let new = NewException {
+        kind: "job_failed".into(),
+        title: Some(title),
+        severity: "high".into(),
+        subject_type: None,
+        subject_id: None,
+        assignee_id: None,
+    };
+    exceptions::insert(conn, &ctx, new).await?;
+    Ok(())
 }
