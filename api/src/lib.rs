@@ -152,7 +152,7 @@ pub fn api_service(state: Arc<AppState>) -> OpenApiService<impl poem_openapi::Op
 /// The OpenAPI document as JSON (`virel openapi`).
 pub fn openapi_json(state: Arc<AppState>) -> String {
     let settings = state.db.settings().clone();
-    openapi::document(&api_service(state).spec(), &settings)
+    openapi::document(&api_service(state).spec(), &settings).to_string()
 }
 
 /// The whole HTTP application: `/api/v1/...`, the OpenAPI document, `/docs` and the operator
@@ -160,8 +160,9 @@ pub fn openapi_json(state: Arc<AppState>) -> String {
 pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
     state.hub.start(state.db.clone(), state.live_redis.clone());
     let service = api_service(state.clone());
-    let spec = openapi::document(&service.spec(), state.db.settings());
-    let contract = middleware::contract::Contract::from_document(&spec);
+    let doc = openapi::document(&service.spec(), state.db.settings());
+    let contract = middleware::contract::Contract::from_document(&doc);
+    let spec = doc.to_string();
 
     let docs = service.swagger_ui();
     Route::new()

@@ -57,15 +57,20 @@ with another body answers 422; a retry while the first is still running answers 
 /// The published document: poem-openapi's, completed (see the module's comment), with the
 /// agency's settings where they decide what is valid (its currencies, whether webhooks may
 /// target IP literals).
-pub fn document(generated: &str, settings: &virel_domain::settings::Settings) -> String {
-    let mut doc: Value = match serde_json::from_str(generated) {
-        Ok(v) => v,
-        // poem-openapi's own output; if it ever failed to parse, serve it unchanged.
-        Err(_) => return generated.to_string(),
-    };
+pub fn document(generated: &str, settings: &virel_domain::settings::Settings) -> Value {
+    // poem-openapi's own output; if it ever failed to parse, there is nothing to complete.
+    let mut doc: Value = serde_json::from_str(generated).unwrap_or_else(|_| json!({}));
     complete(&mut doc);
     constrain(&mut doc, settings);
-    serde_json::to_string(&doc).unwrap_or_else(|_| generated.to_string())
+    doc
+}
+
+/// The names a schema object lists as `required`.
+fn required_of(schema: &Value) -> Vec<String> {
+    schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default()
 }
 
 fn complete(doc: &mut Value) {
@@ -86,7 +91,8 @@ fn complete(doc: &mut Value) {
     let Some(paths) = doc["paths"].as_object_mut() else { return };
     for (path, item) in paths.iter_mut() {
         let Some(item) = item.as_object_mut() else { continue };
-        for (method, op) in item.iter_mut() {
+        // Only operations (objects): anything else in a path item is left as it is.
+        for (method, op) in item.iter_mut().filter(|(_, op)| op.is_object()) {
             let id = op["operationId"].as_str().unwrap_or_default().to_string();
             complete_operation(path, method, &id, op, permissions.get(id.as_str()).copied().flatten());
         }
@@ -185,10 +191,7 @@ fn nullable_options(doc: &mut Value) {
         .unwrap_or_default();
     let Some(schemas) = doc["components"]["schemas"].as_object_mut() else { return };
     for schema in schemas.values_mut() {
-        let required: Vec<String> = schema["required"]
-            .as_array()
-            .map(|r| r.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-            .unwrap_or_default();
+        let required = required_of(schema);
         let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else { continue };
         for (name, p) in props.iter_mut() {
             if required.contains(name) || p.get("default").is_some() {
@@ -609,10 +612,7 @@ fn constrain(doc: &mut Value, settings: &virel_domain::settings::Settings) {
         }
         for (name, schema) in schemas.iter_mut().filter(|(n, _)| requests.contains(n.as_str())) {
             let _ = name;
-            let required: Vec<String> = schema["required"]
-                .as_array()
-                .map(|r| r.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-                .unwrap_or_default();
+            let required = required_of(schema);
             for (name, p) in schema.get_mut("properties").and_then(|p| p.as_object_mut()).into_iter().flatten() {
                 text_pattern(p, required.contains(name) || NOT_BLANK_WHEN_GIVEN.contains(&name.as_str()));
                 if let Some(items) = p.get_mut("items") {
@@ -679,7 +679,7 @@ fn text_pattern_in(p: &mut Value, required: bool, in_body: bool) {
 
 fn for_each_operation(doc: &mut Value, mut f: impl FnMut(&str, &mut Value)) {
     for item in doc["paths"].as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
-        for op in item.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+        for op in item.as_object_mut().into_iter().flat_map(|m| m.values_mut()).filter(|op| op.is_object()) {
             let id = op["operationId"].as_str().unwrap_or_default().to_string();
             f(&id, op);
         }

@@ -345,7 +345,7 @@ both_engines!(times_amounts_and_currencies_are_bounded, async |app: TestApp| {
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{path} {body}: {b}");
         assert_eq!(b["error"]["code"], "validation_failed", "{b}");
         let named = b["error"]["details"]["field"].as_str().unwrap_or_default();
-        assert!(named.ends_with(field), "{path}: names {field}: {b}");
+        assert!(field.split('|').any(|f| named.ends_with(f)), "{path}: names {field}: {b}");
     };
     for t in ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "2100-01-01T00:00:00Z", "1999-12-31T23:59:59Z"] {
         refused("/bookings", set(booking.clone(), "start_at", json!(t)), "start_at").await;
@@ -361,7 +361,7 @@ both_engines!(times_amounts_and_currencies_are_bounded, async |app: TestApp| {
     }
     for (price, field) in [
         // Both wrong: either may be named.
-        (json!({"amount": i64::MAX, "currency": "XXX"}), ""),
+        (json!({"amount": i64::MAX, "currency": "XXX"}), "amount|currency"),
         (json!({"amount": i64::MAX, "currency": "GBP"}), "amount"),
         (json!({"amount": 100_000_001, "currency": "GBP"}), "amount"),
         (json!({"amount": -1, "currency": "GBP"}), "amount"),

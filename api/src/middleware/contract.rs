@@ -34,8 +34,7 @@ pub struct Contract {
 impl Contract {
     /// From the published document (its `servers[0].url` prefixes the paths). A schema that
     /// does not compile is skipped (and logged): the handler's own parsing still applies.
-    pub fn from_document(doc: &str) -> Contract {
-        let doc: Value = serde_json::from_str(doc).unwrap_or_default();
+    pub fn from_document(doc: &Value) -> Contract {
         let base = doc["servers"][0]["url"].as_str().unwrap_or_default().trim_end_matches('/').to_string();
         let mut components = doc.pointer("/components/schemas").cloned().unwrap_or_else(|| json!({}));
         to_json_schema(&mut components);
@@ -100,20 +99,27 @@ impl Contract {
     /// The first way `body` breaks the schema of `method path`.
     pub fn check_body(&self, method: &Method, path: &str, body: &Value) -> Option<Refusal> {
         let (validator, _) = self.route(path)?.bodies.get(method.as_str())?;
-        let e = validator.iter_errors(body).next()?;
-        let e = most_specific(&e);
-        let field = field_name(e.instance_path().as_str());
-        // Masked: the message names the rule, never echoes the value (it may be personal).
-        let message = format!("{field}: {}", e.masked());
-        // A body that is not even the right kind of JSON value (an array for an object) is
-        // malformed (400); anything else is well-formed but invalid (422), naming the field.
-        let malformed = field == "body" && e.kind().keyword() == "type";
-        Some(Refusal { field, message, malformed })
+        refusal(validator, body)
     }
+}
 
-    fn secured(&self, method: &Method, path: &str) -> bool {
-        self.route(path).and_then(|r| r.bodies.get(method.as_str())).is_some_and(|(_, s)| *s)
-    }
+/// The first way `body` breaks `validator`'s schema.
+fn refusal(validator: &Validator, body: &Value) -> Option<Refusal> {
+    let e = validator.iter_errors(body).next()?;
+    let e = most_specific(&e);
+    let field = field_name(e.instance_path().as_str());
+    // Masked: the message names the rule, never echoes the value (it may be personal).
+    let message = format!("{field}: {}", e.masked());
+    // A body that is not even the right kind of JSON value (an array for an object) is
+    // malformed (400); anything else is well-formed but invalid (422), naming the field.
+    let malformed = field == "body" && e.kind().keyword() == "type";
+    Some(Refusal { field, message, malformed })
+}
+
+/// Whether the request carries a credential whose token verifies (the user is not read).
+fn plausible_credential(req: &Request) -> bool {
+    req.data::<Arc<crate::AppState>>()
+        .is_some_and(|state| crate::auth::credential(req).is_some_and(|c| crate::auth::plausible(state, &c)))
 }
 
 /// Why a body was refused.
@@ -211,21 +217,23 @@ impl<E: Endpoint> Endpoint for EnforceEndpoint<E> {
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
         let path = req.uri().path().to_string();
+        let route = self.contract.route(&path);
         let is_json = req
             .headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.to_ascii_lowercase().contains("json"));
-        // A credential that will not authenticate is the handler's 401, before any 4xx of the body.
-        let has_credential = req
-            .data::<Arc<crate::AppState>>()
-            .is_some_and(|state| crate::auth::credential(&req).is_some_and(|c| crate::auth::plausible(state, &c)));
-        let method = req.method().clone();
-        if is_json && (has_credential || !self.contract.secured(&method, &path)) {
+        // Only a body its operation has a schema for is read here.
+        if let Some((validator, secured)) = route.and_then(|r| r.bodies.get(req.method().as_str()))
+            && is_json
+        {
             let body = req.take_body().into_bytes().await?;
             // A body that is not JSON at all is left to the handler's own 400.
             if let Ok(value) = serde_json::from_slice::<Value>(&body)
-                && let Some(r) = self.contract.check_body(&method, &path, &value)
+                && let Some(r) = refusal(validator, &value)
+                // A credential that will not authenticate is the handler's 401, before any
+                // word about the body; verified only when there is something to refuse.
+                && (!secured || plausible_credential(&req))
             {
                 let (status, code) = if r.malformed {
                     (StatusCode::BAD_REQUEST, "bad_request")
@@ -248,7 +256,7 @@ impl<E: Endpoint> Endpoint for EnforceEndpoint<E> {
         };
         if resp.status() == StatusCode::METHOD_NOT_ALLOWED
             && !resp.headers().contains_key(ALLOW)
-            && let Some(v) = self.contract.allowed(&path).and_then(|m| HeaderValue::from_str(m).ok())
+            && let Some(v) = route.and_then(|r| HeaderValue::from_str(&r.allow).ok())
         {
             resp.headers_mut().insert(ALLOW, v);
         }
@@ -270,7 +278,7 @@ mod tests {
 
     #[test]
     fn templates_match_one_segment_and_list_methods() {
-        let c = Contract::from_document(DOC);
+        let c = Contract::from_document(&serde_json::from_str(DOC).unwrap());
         assert_eq!(c.allowed("/api/v1/things/42"), Some("GET, HEAD, POST"));
         assert_eq!(c.allowed("/api/v1/things"), Some("DELETE, GET, HEAD"));
         assert_eq!(c.allowed("/api/v1/nothing"), None);
@@ -278,7 +286,7 @@ mod tests {
 
     #[test]
     fn bodies_are_held_to_the_schema() {
-        let c = Contract::from_document(DOC);
+        let c = Contract::from_document(&serde_json::from_str(DOC).unwrap());
         let check = |v: Value| c.check_body(&Method::POST, "/api/v1/things/1", &v).map(|r| r.field);
         assert_eq!(check(json!({"s": "a"})), None);
         assert_eq!(check(json!({"s": "a", "n": null, "r": null})), None);
@@ -291,7 +299,7 @@ mod tests {
         assert_eq!(check(json!({"s": "a", "r": {"x": "1"}})).as_deref(), Some("r.x"));
         assert_eq!(check(json!({"s": "a", "extra": 1})).as_deref(), Some("body"));
         assert_eq!(check(json!({})).as_deref(), Some("body"));
-        assert!(c.secured(&Method::POST, "/api/v1/things/1"));
+        assert!(c.route("/api/v1/things/1").and_then(|r| r.bodies.get("POST")).is_some_and(|(_, secured)| *secured));
     }
 
     #[test]
@@ -309,7 +317,7 @@ mod tests {
             r#""n":{"type":"string","nullable":true}"#,
             r#""n":{"type":"string","pattern":"^([ +()-]*([0-9][ +()-]*){6,15})?$"}"#,
         );
-        let c = Contract::from_document(&doc);
+        let c = Contract::from_document(&serde_json::from_str(&doc).unwrap());
         let near_miss = format!("{}x", "1 ".repeat(500_000));
         let err = c.check_body(&Method::POST, "/api/v1/things/1", &json!({"s": "a", "n": near_miss}));
         assert_eq!(err.map(|r| r.field).as_deref(), Some("n"));
