@@ -17,6 +17,8 @@
 //! | `virel_websocket_connections` | gauge | |
 //! | `virel_sla_warnings_total` / `virel_sla_breaches_total` | counter | |
 //! | `virel_sla_escalations_total` | counter | level |
+//! | `virel_notification_sends_total` (sent / retry / fallback / refused) | counter | channel, status |
+//! | `virel_stripe_webhooks_total` (accepted / replay / rejected / disabled / error) | counter | outcome |
 
 use std::sync::OnceLock;
 
@@ -70,6 +72,14 @@ fn describe() {
     describe_counter!("virel_sla_warnings_total", "Items warned as at risk by the SLA sweep");
     describe_counter!("virel_sla_breaches_total", "Items found breached (first escalation level)");
     describe_counter!("virel_sla_escalations_total", "SLA escalations, by level (1-3)");
+    describe_counter!(
+        "virel_notification_sends_total",
+        "Attempts at a notification provider, by channel and status (sent, retry, fallback, refused)"
+    );
+    describe_counter!(
+        "virel_stripe_webhooks_total",
+        "Stripe webhook calls, by outcome (accepted, replay, rejected signature, disabled, error)"
+    );
 }
 
 /// The path with its ids replaced by `{id}`: a segment that holds a digit, or is longer than

@@ -56,10 +56,24 @@ pub async fn claim(db: &Db, limit: i64) -> DomainResult<Batch> {
 }
 
 impl Batch {
-    /// The enabled webhook subscriptions, read in the batch's transaction (one query per
-    /// batch), for `kinds::for_event`.
-    pub async fn subscribers(&mut self) -> DomainResult<crate::webhooks::Subscribers> {
-        crate::webhooks::enabled_subscribers(&mut self.tx.conn()).await
+    /// Who listens, read in the batch's transaction (two queries per batch), for
+    /// `kinds::for_event`: an event whose type no enabled rule has as trigger causes no
+    /// automation job. A rule saved (or enabled) after this read acts on later batches.
+    pub async fn listeners(&mut self) -> DomainResult<crate::jobs::kinds::Listeners> {
+        #[derive(sqlx::FromRow)]
+        struct Trigger {
+            trigger: String,
+        }
+        let triggers = q_all!(
+            &mut self.tx.conn(),
+            Trigger,
+            "SELECT DISTINCT trigger FROM automation_rules WHERE enabled = $1",
+            true
+        )?;
+        Ok(crate::jobs::kinds::Listeners {
+            rule_triggers: triggers.into_iter().map(|t| t.trigger).collect(),
+            subscribers: crate::webhooks::enabled_subscribers(&mut self.tx.conn()).await?,
+        })
     }
 
     /// Marks every event of the batch dispatched, commits, and returns the changes for live

@@ -64,7 +64,7 @@ impl Drop for Proxy {
 }
 
 /// `postgres://user@host:port/db` → (`host:port` resolved, the same URL through `port`).
-async fn through_proxy(url: &str) -> (SocketAddr, impl Fn(u16) -> String + use<>) {
+pub async fn through_proxy(url: &str) -> (SocketAddr, impl Fn(u16) -> String + use<>) {
     let after_at = url.find('@').map(|i| i + 1).unwrap_or_else(|| url.find("://").unwrap() + 3);
     let end = url[after_at..].find('/').map(|i| after_at + i).unwrap_or(url.len());
     let hostport = url[after_at..end].to_string();

@@ -25,6 +25,7 @@ mod domain_fixes;
 mod edge_security;
 mod fake_stripe;
 mod faults;
+mod faults_scaled;
 mod first_start;
 mod metrics;
 mod notifications;

@@ -11,6 +11,11 @@ use virel_domain::jobs::kinds::Custom;
 
 use crate::harness::{Engine, TestApp, WorkerOptions};
 
+/// The value of one series (summed over the labels not named), as the app's metrics say now.
+pub async fn series(app: &TestApp, token: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    sum(&scrape(app, token).await.1, name, want)
+}
+
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub name: String,
@@ -74,7 +79,7 @@ pub fn parse(text: &str) -> (HashMap<String, String>, Vec<Sample>) {
     (types, samples)
 }
 
-fn sum(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
+pub fn sum(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .filter(|s| s.name == name && want.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
@@ -82,7 +87,7 @@ fn sum(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-async fn scrape(app: &TestApp, token: &str) -> (HashMap<String, String>, Vec<Sample>) {
+pub async fn scrape(app: &TestApp, token: &str) -> (HashMap<String, String>, Vec<Sample>) {
     let r = app.http.get(format!("{}/system/metrics", app.base)).bearer_auth(token).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));

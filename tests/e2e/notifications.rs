@@ -606,10 +606,25 @@ async fn a_refused_telegram_falls_back_to_sms_and_both_attempts_are_listed() {
                "preferred_channel": "telegram"}),
     )
     .await;
+    let sends = |channel: &'static str, status: &'static str| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            crate::metrics::series(
+                app,
+                admin,
+                "virel_notification_sends_total",
+                &[("channel", channel), ("status", status)],
+            )
+            .await
+        }
+    };
+    let (fallback_before, sent_before) = (sends("telegram_diva", "fallback").await, sends("sms", "sent").await);
     let out = contact(&app, &admin, &t).await;
     assert_eq!(out["channel"], "telegram_diva", "the preferred channel first: {out}");
     let rows = settled(&app, &admin, &b, 20).await;
     assert_eq!(rows.len(), 2, "both attempts in the ledger: {rows:?}");
+    assert!(sends("telegram_diva", "fallback").await - fallback_before >= 1.0, "the refusal counted, by channel");
+    assert!(sends("sms", "sent").await - sent_before >= 1.0, "the send counted, by channel");
     assert_eq!((rows[0]["channel"].as_str(), rows[0]["status"].as_str()), (Some("telegram_diva"), Some("failed")));
     assert!(rows[0]["last_error"].as_str().unwrap().contains("chat not found"), "{rows:?}");
     assert_eq!((rows[1]["channel"].as_str(), rows[1]["status"].as_str()), (Some("sms"), Some("sent")));

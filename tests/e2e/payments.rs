@@ -219,6 +219,9 @@ async fn forged_and_stale_webhooks_are_refused(app: TestApp, fake: FakeStripe) {
         ("wrong secret", payload.clone(), Some(signature(&["whsec_someone_else"], now, &payload))),
         ("no header", payload.clone(), None),
     ];
+    let refused = || crate::metrics::series(&app, &admin, "virel_stripe_webhooks_total", &[("outcome", "rejected")]);
+    let accepted = || crate::metrics::series(&app, &admin, "virel_stripe_webhooks_total", &[("outcome", "accepted")]);
+    let (rejected_before, accepted_before) = (refused().await, accepted().await);
     for (what, body, sig) in &cases {
         let (s, e) = webhook(&app, body, sig.as_deref()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{what}: {e}");
@@ -245,6 +248,10 @@ async fn forged_and_stale_webhooks_are_refused(app: TestApp, fake: FakeStripe) {
     let ok =
         app.eventually(10, || async { (booking_status(&app, &admin, bid).await == "confirmed").then_some(()) }).await;
     assert!(ok.is_some(), "the genuine webhook confirms the booking");
+    // The metrics count each call by outcome (the recorder is shared by the tests of this
+    // process, so at least this test's own).
+    assert!(refused().await - rejected_before >= 5.0, "the five refusals counted as rejected");
+    assert!(accepted().await - accepted_before >= 1.0, "the genuine webhook counted as accepted");
 }
 
 async fn a_refund_reaches_stripe_once(app: TestApp, fake: FakeStripe) {

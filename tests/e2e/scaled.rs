@@ -11,16 +11,16 @@ use tokio::process::{Child, Command};
 
 use crate::harness::{Engine, RedisGuard, TestApp, fresh_db, redis_url};
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-struct Procs {
-    env: Vec<(String, String)>,
+pub struct Procs {
+    pub env: Vec<(String, String)>,
 }
 
 impl Procs {
-    fn spawn(&self, role: &str) -> Child {
+    pub fn spawn(&self, role: &str) -> Child {
         let mut c = Command::new(env!("CARGO_BIN_EXE_virel"));
         let (out, err) = crate::harness::child_log(role);
         c.arg(role).envs(self.env.iter().cloned()).stdin(Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
@@ -28,7 +28,7 @@ impl Procs {
     }
 }
 
-async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+pub async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     let pid = child.id().expect("running").to_string();
     let _ = Command::new("kill").arg("-TERM").arg(&pid).status().await;
     tokio::time::timeout(Duration::from_secs(40), child.wait()).await.expect("exits after SIGTERM").unwrap()
@@ -36,15 +36,15 @@ async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
 
 /// A scaled deployment on a fresh PostgreSQL database and Redis prefix: the environment of
 /// its processes, the API's base URL, and a client attached to it.
-struct Deployment {
-    procs: Procs,
-    base: String,
-    app: TestApp,
+pub struct Deployment {
+    pub procs: Procs,
+    pub base: String,
+    pub app: TestApp,
     _redis: RedisGuard,
-    _db: crate::harness::GuardHandle,
+    pub _db: crate::harness::GuardHandle,
 }
 
-async fn deployment() -> Deployment {
+pub async fn deployment() -> Deployment {
     crate::harness::init_tracing();
     let (db, guard) = fresh_db(Engine::Postgres).await;
     let prefix = format!("virel-test-{}", uuid::Uuid::now_v7().simple());
@@ -69,7 +69,7 @@ async fn deployment() -> Deployment {
     Deployment { procs, base, app, _redis: redis, _db: guard }
 }
 
-async fn wait_healthy(base: &str) {
+pub async fn wait_healthy(base: &str) {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while http.get(format!("{base}/health")).send().await.map(|r| r.status() != StatusCode::OK).unwrap_or(true) {

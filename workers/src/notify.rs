@@ -170,12 +170,15 @@ impl Channels {
                 // marks the row sent instead of sending again.
                 notifications::record_provider_id(db, id, &provider_id).await?;
                 notifications::record_sent(db, id, &provider_id).await?;
+                sent_metric(&n.channel, "sent");
                 tracing::info!(notification = %id, channel = %n.channel, "notification sent");
                 Ok(())
             }
             Err(JobError::Permanent(reason)) => {
                 tracing::warn!(notification = %id, channel = %n.channel, error = %reason, "notification refused");
-                match notifications::refused(db, id, &reason).await? {
+                let next = notifications::refused(db, id, &reason).await?;
+                sent_metric(&n.channel, if next.is_some() { "fallback" } else { "refused" });
+                match next {
                     Some(fallback) => {
                         tracing::info!(notification = %id, %fallback, "falling back to the next channel");
                         Ok(())
@@ -185,10 +188,19 @@ impl Channels {
             }
             Err(e) => {
                 notifications::record_retry(db, id, e.message()).await?;
+                sent_metric(&n.channel, "retry");
                 Err(e)
             }
         }
     }
+}
+
+/// `virel_notification_sends_total{channel, status}`: one per attempt at a provider; `sent`,
+/// `retry` (a transient failure, tried again after its backoff), `fallback` (refused, passed to
+/// the next channel) or `refused` (refused, no channel left: the notification failed).
+fn sent_metric(channel: &str, status: &'static str) {
+    metrics::counter!("virel_notification_sends_total", "channel" => channel.to_string(), "status" => status)
+        .increment(1);
 }
 
 impl Notifier for Channels {

@@ -135,17 +135,22 @@ impl Queues {
         Ok(Queues::Sqlite { pool, storages })
     }
 
-    /// Pushes a job on its queue, to run now or after `delay`.
+    /// Pushes a job on its queue, to run now or after `delay` (never earlier).
     pub async fn push(&self, job: Job, delay: Option<Duration>) -> DomainResult<()> {
-        let queue = job.queue;
-        let mut task = TaskBuilder::new(job);
-        if let Some(d) = delay {
-            // The backends schedule in whole seconds: round up, so a job never runs early.
-            let at = std::time::SystemTime::now() + d;
-            let secs = at.duration_since(std::time::UNIX_EPOCH).map(|t| t.as_secs_f64().ceil() as u64).unwrap_or(0);
-            task = task.run_at_timestamp(secs);
+        match delay {
+            None => self.push_task(job.queue, TaskBuilder::new(job)).await,
+            Some(d) => self.push_between(job, d, d).await,
         }
+    }
 
+    /// Pushes a job to run after a wait between `lo` and `hi` (a retry's backoff window),
+    /// at an instant drawn uniformly from the window (`run_at_in`).
+    pub async fn push_between(&self, job: Job, lo: Duration, hi: Duration) -> DomainResult<()> {
+        let at = run_at_in(std::time::SystemTime::now(), lo, hi, &mut rand::thread_rng());
+        self.push_task(job.queue, TaskBuilder::new(job).run_at_timestamp(at)).await
+    }
+
+    async fn push_task(&self, queue: Queue, task: TaskBuilder<Job>) -> DomainResult<()> {
         let task = task.build();
         match self {
             Queues::Redis { storages, .. } => {
@@ -440,5 +445,41 @@ impl QueueBackend for Queues {
 
     fn vacuum(&self, age: Duration) -> BoxFut<'_, DomainResult<u64>> {
         Box::pin(Queues::vacuum(self, age))
+    }
+}
+
+/// The Unix second a job waiting between `lo` and `hi` from `now` is scheduled at. The
+/// backends schedule in whole seconds, so it is a whole second drawn uniformly from those
+/// inside the window: the job then starts within the window (plus the pools' poll), where
+/// rounding a drawn instant up would make a 1–2 s wait up to 3 s. A window without a whole
+/// second in it rounds its start up: never early.
+pub fn run_at_in(now: std::time::SystemTime, lo: Duration, hi: Duration, rng: &mut impl rand::Rng) -> u64 {
+    let secs = |d: Duration| (now + d).duration_since(std::time::UNIX_EPOCH).map(|t| t.as_secs_f64()).unwrap_or(0.0);
+    let (first, last) = (secs(lo).ceil() as u64, secs(hi.max(lo)).floor() as u64);
+    if last <= first { first } else { rng.gen_range(first..=last) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_at_in;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn a_retry_is_scheduled_at_a_whole_second_inside_its_window() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_000_300); // 1000.3 s
+        let mut rng = rand::thread_rng();
+        for _ in 0..200 {
+            // 1–2 s: only 1002 (1.7 s) lies inside; rounding a drawn 1.8 s up would give 1003.
+            assert_eq!(run_at_in(now, Duration::from_secs(1), Duration::from_secs(2), &mut rng), 1002);
+            let at = run_at_in(now, Duration::from_secs(4), Duration::from_secs(8), &mut rng);
+            assert!((1005..=1008).contains(&at), "4–8 s from 1000.3: {at}");
+        }
+        // A window with no whole second in it is never early.
+        assert_eq!(run_at_in(now, Duration::from_millis(200), Duration::from_millis(500), &mut rng), 1001);
+        assert_eq!(run_at_in(now, Duration::ZERO, Duration::ZERO, &mut rng), 1001);
+        let drawn: std::collections::HashSet<u64> = (0..200)
+            .map(|_| run_at_in(SystemTime::UNIX_EPOCH, Duration::from_secs(10), Duration::from_secs(20), &mut rng))
+            .collect();
+        assert!(drawn.len() > 5, "spread over the window: {drawn:?}");
     }
 }

@@ -61,9 +61,9 @@ pub async fn relay_once(rt: &Runtime) -> virel_domain::DomainResult<usize> {
     if batch.events.is_empty() {
         return Ok(0);
     }
-    let subscribers = batch.subscribers().await?;
+    let listeners = batch.listeners().await?;
     let mut by_queue: std::collections::HashMap<Queue, Vec<Job>> = Default::default();
-    for job in batch.events.iter().flat_map(|e| kinds::for_event(e, &subscribers)) {
+    for job in batch.events.iter().flat_map(|e| kinds::for_event(e, &listeners)) {
         by_queue.entry(job.queue).or_default().push(job);
     }
     for (queue, jobs) in by_queue {

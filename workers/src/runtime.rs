@@ -191,11 +191,12 @@ impl Runtime {
         let retry = self.registry.retry(&job.kind, &self.retry);
         if !permanent && attempts < retry.attempts {
             // A provider's rate limit says how long to wait at least.
-            let delay = retry.backoff(attempts).max(at_least);
-            tracing::warn!(job = %job.id, kind = %job.kind, attempt = attempts, ?delay, error = %message, "job failed; retrying");
+            let (lo, hi) = retry.window(attempts);
+            let (lo, hi) = (lo.max(at_least), hi.max(at_least));
+            tracing::warn!(job = %job.id, kind = %job.kind, attempt = attempts, ?lo, ?hi, error = %message, "job failed; retrying");
             let next = Job { attempt: attempts, ..job.clone() };
             // If the queue is down too, the error goes to apalis, which keeps the job.
-            self.queues.push(next, Some(delay)).await.map_err(|e| Box::new(e) as BoxDynError)?;
+            self.queues.push_between(next, lo, hi).await.map_err(|e| Box::new(e) as BoxDynError)?;
             self.count(queue, |c| c.retried += 1);
             return Ok(());
         }

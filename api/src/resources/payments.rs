@@ -234,6 +234,14 @@ pub async fn stripe_webhook(
         Utc::now().timestamp(),
     )
     .await;
+    let outcome = match &got {
+        Ok(Received::Accepted(_)) => "accepted",
+        Ok(Received::Replay) => "replay",
+        Ok(Received::Rejected(_)) => "rejected",
+        Err(_) if state.payments.webhook.is_none() => "disabled",
+        Err(_) => "error",
+    };
+    metrics::counter!("virel_stripe_webhooks_total", "outcome" => outcome).increment(1);
     let ok = |replay: bool| {
         poem::Response::builder()
             .status(StatusCode::OK)

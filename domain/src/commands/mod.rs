@@ -87,11 +87,8 @@ pub async fn emit(
     payload: Value,
 ) -> DomainResult<Uuid> {
     let id = new_id();
-    if let Conn::Pg(_) = conn {
-        // Delivered on commit (and collapsed within a transaction): relays in other processes
-        // wake at once instead of at their next poll.
-        q_exec!(conn, "SELECT pg_notify('virel_outbox', '')")?;
-    }
+    // On PostgreSQL the insert notifies `virel_outbox` (a statement trigger, delivered once
+    // on commit): relays in other processes wake at once instead of at their next poll.
     q_exec!(
         conn,
         "INSERT INTO domain_events (id, type, subject_type, subject_id, payload, actor, causation_id, depth, occurred_at)

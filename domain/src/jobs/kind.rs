@@ -97,13 +97,18 @@ pub struct Retry {
 }
 
 impl Retry {
-    /// Exponential backoff with jitter over the upper half: the n-th retry waits between
-    /// half of and the whole of `base * 2^(n-1)`, never more than `cap`.
-    pub fn backoff(&self, retry: u32) -> Duration {
+    /// The window of the n-th retry's wait: from half of to the whole of `base * 2^(n-1)`,
+    /// never more than `cap` (exponential backoff with jitter over the upper half).
+    pub fn window(&self, retry: u32) -> (Duration, Duration) {
         let exp = self.base.saturating_mul(1u32 << retry.saturating_sub(1).min(20));
         let ceiling = exp.min(self.cap);
-        let half = ceiling / 2;
-        let jitter = rand::thread_rng().gen_range(0..=half.as_millis().max(1) as u64);
+        (ceiling / 2, ceiling)
+    }
+
+    /// A wait drawn uniformly from the n-th retry's `window`.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let (half, ceiling) = self.window(retry);
+        let jitter = rand::thread_rng().gen_range(0..=(ceiling - half).as_millis().max(1) as u64);
         half + Duration::from_millis(jitter)
     }
 }

@@ -30,17 +30,29 @@ pub fn registry() -> Registry {
     r
 }
 
-/// The jobs a committed event causes: its automation rules, for a queued notification the
-/// send itself, the payment jobs, and one delivery per enabled webhook subscription that
-/// wants its type (`subscribers`, loaded once per relay batch).
-pub fn for_event(e: &DomainEvent, subscribers: &crate::webhooks::Subscribers) -> Vec<Job> {
-    let mut jobs = vec![Job::new(&Event { event_id: e.id, event_type: e.kind.clone() })];
+/// Who listens to committed events, read once per relay batch (`outbox::Batch::listeners`):
+/// the triggers of the enabled automation rules and the enabled webhook subscriptions.
+#[derive(Clone, Debug, Default)]
+pub struct Listeners {
+    pub rule_triggers: std::collections::HashSet<String>,
+    pub subscribers: crate::webhooks::Subscribers,
+}
+
+/// The jobs a committed event causes: its automation rules (only when an enabled rule has
+/// its type as trigger: a rule acts on the events relayed after it is saved), for a queued
+/// notification the send itself, the payment jobs, and one delivery per enabled webhook
+/// subscription that wants its type.
+pub fn for_event(e: &DomainEvent, listeners: &Listeners) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    if listeners.rule_triggers.contains(&e.kind) {
+        jobs.push(Job::new(&Event { event_id: e.id, event_type: e.kind.clone() }));
+    }
     if e.kind == "notification.queued" {
         let critical = e.payload.0.get("critical").and_then(Value::as_bool).unwrap_or(false);
         jobs.push(Job::new(&SendNotification { notification_id: e.subject_id, critical }));
     }
     jobs.extend(super::payments::for_event(e));
-    jobs.extend(super::webhooks::for_event(e, subscribers));
+    jobs.extend(super::webhooks::for_event(e, &listeners.subscribers));
     jobs
 }
 
