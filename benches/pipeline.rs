@@ -2,9 +2,11 @@
 //! automation action, through the outbox relay, the queues and the default worker pools.
 //!
 //! `cargo bench --bench pipeline` runs it for each mode in `BENCH_MODES` (default
-//! `redis,sqlite`):
-//! - `redis`: state on PostgreSQL (a fresh database from `DATABASE_TEST_URL`), queues on Redis
-//!   (`REDIS_TEST_URL`) under a random key prefix;
+//! `scaled,redis,sqlite`):
+//! - `scaled`: state on PostgreSQL (a fresh database from `DATABASE_TEST_URL`), queues on
+//!   Redis (`REDIS_TEST_URL`) under a random key prefix, the pools and the relay in a separate
+//!   `virel workers` process (this process commits, as the API would);
+//! - `redis`: the same with the pools in this process;
 //! - `sqlite`: the embedded mode, state and queues in two SQLite files in a temporary folder.
 //!
 //! Each mode seeds the demo data, starts the worker pools in this process with the default
@@ -14,7 +16,8 @@
 //! Latency is the follow-up task's `created_at` (written by the worker in the action's
 //! transaction) minus the instant the inquiry's create call returned (its commit).
 //! Throughput is N over the time from the first commit to the last task. A warm-up of
-//! `BENCH_WARMUP` (100) inquiries runs first and is not counted.
+//! `BENCH_WARMUP` (100) inquiries runs first and is not counted. On PostgreSQL the baseline of
+//! the same run follows: `pgbench` running one action's SQL (`benches/pgbench/action.sql`).
 //! The report goes to stdout and to `target/bench-pipeline.json`. Everything the benchmark
 //! creates (database, temporary folder, Redis keys under its prefix) is removed at the end,
 //! on failure and Ctrl-C too.
@@ -40,6 +43,8 @@ use virel_workers::{Queues, Runtime, WorkerConfig};
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {
     Redis,
+    /// PostgreSQL + Redis with the pools in a separate `virel workers` process.
+    Scaled,
     Sqlite,
 }
 
@@ -47,8 +52,13 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Redis => "redis",
+            Mode::Scaled => "scaled",
             Mode::Sqlite => "sqlite",
         }
+    }
+
+    fn on_postgres(self) -> bool {
+        matches!(self, Mode::Redis | Mode::Scaled)
     }
 }
 
@@ -158,14 +168,18 @@ struct System {
     cfg: WorkerConfig,
     stop: tokio::sync::watch::Sender<bool>,
     workers: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The `virel workers` process of the scaled mode.
+    child: Option<tokio::process::Child>,
+    url: String,
     versions: Value,
 }
 
 async fn start(mode: Mode, p: &Params, left: &mut Leftovers) -> anyhow::Result<System> {
     let tag = Uuid::now_v7().simple().to_string();
     let cfg = WorkerConfig::default();
+    let mut prefix_used = None;
     let (url, queues) = match mode {
-        Mode::Redis => {
+        Mode::Redis | Mode::Scaled => {
             let admin = pg_admin_url();
             let name = format!("virel_bench_{tag}");
             let mut c = sqlx::PgConnection::connect(&admin)
@@ -175,6 +189,7 @@ async fn start(mode: Mode, p: &Params, left: &mut Leftovers) -> anyhow::Result<S
             left.pg_database = Some((admin.clone(), name.clone()));
             let prefix = format!("virel-bench-{tag}");
             left.redis_prefix = Some(prefix.clone());
+            prefix_used = Some(prefix.clone());
             let queues = Queues::redis(&redis_url(), &prefix, &cfg.liveness)
                 .await
                 .context("Redis for the benchmark (REDIS_TEST_URL)")?;
@@ -194,10 +209,31 @@ async fn start(mode: Mode, p: &Params, left: &mut Leftovers) -> anyhow::Result<S
     virel_domain::automation::seed_defaults(&db).await?;
     let observer = Db::connect(&url, 2).await?;
     let versions = versions(&observer, &queues).await;
-    let rt = Arc::new(Runtime::new(db.clone(), queues.clone(), cfg.retry.clone()));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let workers = tokio::spawn(virel_workers::run(rt, cfg.clone(), stop_rx));
-    Ok(System { db, observer, queues, cfg, stop, workers: Some(workers), versions })
+    let (workers, child) = match (mode, prefix_used) {
+        (Mode::Scaled, Some(prefix)) => {
+            // The benchmark's process plays the API (its commands commit); the pools, the
+            // relay and the live feed run in `virel workers` with the defaults of its settings.
+            let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_virel"))
+                .arg("workers")
+                .env("DATABASE_URL", &url)
+                .env("REDIS_URL", redis_url())
+                .env("VIREL_QUEUE_PREFIX", prefix)
+                .env("VIREL_DEMO_DATA", "0")
+                .env("JWT_SECRET", "pipeline-bench-secret-pipeline-bench-secret")
+                .env("RUST_LOG", std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()))
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("spawning `virel workers`")?;
+            (None, Some(child))
+        }
+        _ => {
+            let rt = Arc::new(Runtime::new(db.clone(), queues.clone(), cfg.retry.clone()));
+            (Some(tokio::spawn(virel_workers::run(rt, cfg.clone(), stop_rx))), None)
+        }
+    };
+    Ok(System { db, observer, queues, cfg, stop, workers, child, url, versions })
 }
 
 impl System {
@@ -210,6 +246,19 @@ impl System {
                 Ok(Ok(Err(e))) => eprintln!("warning: worker pools ended with an error: {e}"),
                 Ok(Err(e)) => eprintln!("warning: worker pools panicked: {e}"),
                 Err(_) => eprintln!("warning: worker pools did not stop within 40 s"),
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = tokio::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+            }
+            match tokio::time::timeout(Duration::from_secs(40), child.wait()).await {
+                Ok(Ok(s)) if s.success() => {}
+                Ok(r) => eprintln!("warning: `virel workers` ended with {r:?}"),
+                Err(_) => {
+                    eprintln!("warning: `virel workers` did not stop within 40 s; killing it");
+                    let _ = child.kill().await;
+                }
             }
         }
         self.observer.close().await;
@@ -454,10 +503,22 @@ async fn measure(sys: &System, mode: Mode, p: &Params) -> anyhow::Result<Value> 
         )?
         .n
     };
+    let baseline = if mode.on_postgres() {
+        settle(sys, Duration::from_secs(60)).await?;
+        let clients = sys.cfg.concurrency.get(&Queue::Ops).copied().unwrap_or(16);
+        eprintln!("[{}] baseline: pgbench, one action's SQL, {clients} clients", mode.name());
+        pgbench_action(&sys.url, clients).await
+    } else {
+        Value::Null
+    };
     let stage = |v: &[f64]| json!({"p50": round(pct(v, 50.0)), "p99": round(pct(v, 99.0))});
     Ok(json!({
         "mode": mode.name(),
-        "backend": if mode == Mode::Redis { "postgres + redis" } else { "sqlite + sqlite queues" },
+        "backend": match mode {
+            Mode::Redis => "postgres + redis, one process",
+            Mode::Scaled => "postgres + redis, workers in a separate process",
+            Mode::Sqlite => "sqlite + sqlite queues",
+        },
         "n": p.n,
         "concurrency": p.concurrency,
         "warmup": p.warmup,
@@ -489,7 +550,45 @@ async fn measure(sys: &System, mode: Mode, p: &Params) -> anyhow::Result<Value> 
             "evaluated_to_action": stage(&acted),
         },
         "versions": sys.versions,
+        "pgbench_action": baseline,
+        "actions_vs_pgbench_pct": baseline["tps"].as_f64().map(|tps| round(100.0 * (p.n as f64 / e2e) / tps)),
     }))
+}
+
+/// The baseline of the same run: `pgbench` running one action's SQL
+/// (`benches/pgbench/action.sql`) with as many clients as the ops pool has workers, for
+/// `BENCH_PGBENCH_SECS` (10), on this mode's database. Null when pgbench is missing.
+async fn pgbench_action(url: &str, clients: usize) -> Value {
+    let secs: u64 = env_or("BENCH_PGBENCH_SECS", 10u64).unwrap_or(10);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/pgbench/action.sql");
+    let out = tokio::process::Command::new("pgbench")
+        .args(["-n", "-M", "prepared", "-j", "2", "-c", &clients.to_string(), "-T", &secs.to_string(), "-f"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .await;
+    let out = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).to_string(),
+        Ok(o) => {
+            eprintln!("warning: pgbench failed: {}", String::from_utf8_lossy(&o.stderr).trim());
+            return Value::Null;
+        }
+        Err(e) => {
+            eprintln!("warning: cannot run pgbench ({e}); no baseline");
+            return Value::Null;
+        }
+    };
+    let field = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|r| r.trim().split_whitespace().next()?.parse::<f64>().ok())
+    };
+    json!({
+        "clients": clients,
+        "seconds": secs,
+        "tps": field("tps =").map(round),
+        "latency_avg_ms": field("latency average =").map(round3),
+    })
 }
 
 async fn versions(db: &Db, queues: &Queues) -> Value {
@@ -627,6 +726,12 @@ fn print_report(machine: &Value, r: &Value) {
         "latency ms     p50 {}  p90 {}  p99 {}  max {}  (min {})",
         l["p50"], l["p90"], l["p99"], l["max"], l["min"]
     );
+    if !r["pgbench_action"].is_null() {
+        println!(
+            "baseline       pgbench, one action's SQL, {} clients: {} tps (Virel's actions at {}% of it)",
+            r["pgbench_action"]["clients"], r["pgbench_action"]["tps"], r["actions_vs_pgbench_pct"]
+        );
+    }
     println!(
         "stages ms      commit->relayed p50 {} p99 {} | commit->rule evaluated p50 {} p99 {} | evaluated->task p50 {} p99 {}",
         s["commit_to_relayed"]["p50"],
@@ -655,15 +760,16 @@ fn main() -> anyhow::Result<()> {
         timeout: Duration::from_secs(env_or("BENCH_TIMEOUT_SECS", 600u64)?),
         db_connections: env_or("VIREL_DB_MAX_CONNECTIONS", 10u32)?,
     });
-    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "redis,sqlite".into());
+    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "scaled,redis,sqlite".into());
     let modes = modes
         .split(',')
         .map(str::trim)
         .filter(|m| !m.is_empty())
         .map(|m| match m {
             "redis" => Ok(Mode::Redis),
+            "scaled" => Ok(Mode::Scaled),
             "sqlite" => Ok(Mode::Sqlite),
-            other => Err(anyhow::anyhow!("BENCH_MODES: unknown mode {other:?} (redis, sqlite)")),
+            other => Err(anyhow::anyhow!("BENCH_MODES: unknown mode {other:?} (redis, scaled, sqlite)")),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let machine = machine();
