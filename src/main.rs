@@ -106,6 +106,13 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
     if cfg.embedded() {
         db.migrate().await?;
         virel_domain::automation::seed_defaults(&db).await?;
+    } else {
+        let pending = db.pending_migrations().await?;
+        if pending > 0 {
+            anyhow::bail!(
+                "the database schema is missing or behind ({pending} migration(s) not applied): run `virel migrate` once before starting the processes"
+            );
+        }
     }
     first_owner(&cfg, &db).await?;
     if cfg.demo_data && virel_domain::seed::seed_demo(&db).await? {

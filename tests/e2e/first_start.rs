@@ -177,3 +177,38 @@ async fn a_short_first_owner_password_is_refused_at_start() {
     assert!(log.contains("VIREL_ADMIN_PASSWORD") && log.contains("12"), "{log}");
     assert!(!log.contains("short-pass1"), "{log}");
 }
+
+/// A scaled process on a database `virel migrate` never ran on stops at once and says so
+/// (it does not migrate by itself, and does not fail later with an internal error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaled_process_on_an_unmigrated_database_says_to_run_migrate() {
+    let admin = crate::harness::pg_admin_url();
+    let name = format!("virel_test_{}", uuid::Uuid::now_v7().simple());
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.expect("PostgreSQL for tests");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await.unwrap();
+    let mut s = start(&[
+        ("DATABASE_URL", crate::harness::with_database(&admin, &name)),
+        ("JWT_SECRET", "unmigrated-test-secret-unmigrated-test".into()),
+        ("VIREL_BIND", format!("127.0.0.1:{}", free_port())),
+        ("VIREL_ADMIN_EMAIL", "owner@agency.example".into()),
+        ("VIREL_ADMIN_PASSWORD", "a long enough secret".into()),
+    ]);
+    let status = tokio::time::timeout(Duration::from_secs(30), s.child.wait()).await.expect("exits").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = s.out.lock().unwrap().clone();
+    let migrated: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE tablename = 'users')")
+            .fetch_one(
+                &mut <sqlx::PgConnection as sqlx::Connection>::connect(&crate::harness::with_database(&admin, &name))
+                    .await
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    let _ =
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut c).await;
+    assert!(!status.success(), "it does not start: {log}");
+    assert!(log.contains("virel migrate"), "the error says what to do: {log}");
+    assert!(!log.contains("internal error"), "{log}");
+    assert!(!migrated, "and it wrote no schema");
+}

@@ -176,7 +176,7 @@ pub fn pg_admin_url() -> String {
     std::env::var("DATABASE_TEST_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-fn with_database(url: &str, name: &str) -> String {
+pub fn with_database(url: &str, name: &str) -> String {
     match url.rfind('/') {
         Some(i) if url[..i].contains('@') || url[..i].matches('/').count() >= 2 => {
             format!("{}/{}", &url[..i], name)

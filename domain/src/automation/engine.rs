@@ -91,13 +91,10 @@ struct StatusRow {
 /// Errors are transient (the database); the caller retries them.
 pub async fn process_event(db: &Db, event_id: Uuid) -> DomainResult<EventOutcome> {
     let mut out = EventOutcome::default();
-    let event = {
-        let mut h = db.acquire().await?;
-        q_opt!(&mut h.conn(), DomainEvent, "SELECT * FROM domain_events WHERE id = $1", event_id)?
-            .ok_or(DomainError::NotFound { entity: "event" })?
-    };
+    let mut h = db.acquire().await?;
+    let event = q_opt!(&mut h.conn(), DomainEvent, "SELECT * FROM domain_events WHERE id = $1", event_id)?
+        .ok_or(DomainError::NotFound { entity: "event" })?;
     let rules = {
-        let mut h = db.acquire().await?;
         q_all!(
             &mut h.conn(),
             Rule,
@@ -106,6 +103,7 @@ pub async fn process_event(db: &Db, event_id: Uuid) -> DomainResult<EventOutcome
             true
         )?
     };
+    drop(h);
     if rules.is_empty() {
         return Ok(out);
     }
@@ -149,36 +147,25 @@ pub async fn process_event(db: &Db, event_id: Uuid) -> DomainResult<EventOutcome
     for rule in rules {
         let started = std::time::Instant::now();
         // The first evaluation decides; a redelivery replays its verdict instead of re-judging
-        // a state that the actions themselves may have changed.
-        let previous = {
+        // a state that the actions themselves may have changed. One statement records this
+        // verdict unless one exists (atomic by itself, no transaction around it); only when
+        // one existed is it read back.
+        let m = rules::all_hold(&rule.conditions.0, &event.payload.0, &env);
+        let matched = {
             let mut h = db.acquire().await?;
-            q_opt!(
-                &mut h.conn(),
-                StatusRow,
-                "SELECT status FROM automation_executions WHERE rule_id = $1 AND event_id = $2 AND action_index = -1",
-                rule.id,
-                event.id
-            )?
-        };
-        let matched = match previous {
-            Some(p) => p.status == "matched",
-            None => {
-                let m = rules::all_hold(&rule.conditions.0, &event.payload.0, &env);
-                let mut tx = db.begin().await?;
-                insert_execution(
-                    &mut tx.conn(),
-                    rule.id,
-                    event.id,
-                    -1,
-                    if m { "matched" } else { "skipped" },
-                    None,
-                    None,
-                    started.elapsed().as_millis() as i64,
-                    None,
-                )
-                .await?;
-                tx.commit().await?;
+            let verdict = if m { "matched" } else { "skipped" };
+            let elapsed = started.elapsed().as_millis() as i64;
+            if insert_execution(&mut h.conn(), rule.id, event.id, -1, verdict, None, None, elapsed, None).await? {
                 m
+            } else {
+                q_opt!(
+                    &mut h.conn(),
+                    StatusRow,
+                    "SELECT status FROM automation_executions WHERE rule_id = $1 AND event_id = $2 AND action_index = -1",
+                    rule.id,
+                    event.id
+                )?
+                .map_or(m, |p| p.status == "matched")
             }
         };
         if !matched {
