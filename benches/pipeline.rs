@@ -581,7 +581,7 @@ async fn pgbench_action(url: &str, clients: usize) -> Value {
     let field = |prefix: &str| {
         out.lines()
             .find_map(|l| l.trim().strip_prefix(prefix))
-            .and_then(|r| r.trim().split_whitespace().next()?.parse::<f64>().ok())
+            .and_then(|r| r.split_whitespace().next()?.parse::<f64>().ok())
     };
     json!({
         "clients": clients,

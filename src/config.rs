@@ -25,6 +25,7 @@ const SETTINGS: &[&str] = &[
     "VIREL_DATA_DIR",
     "JWT_SECRET",
     "VIREL_METRICS_TOKEN",
+    "VIREL_METRICS_BIND",
     "VIREL_DB_MAX_CONNECTIONS",
     "VIREL_CONCURRENCY_CRITICAL",
     "VIREL_CONCURRENCY_OPS",
@@ -159,6 +160,9 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// A bearer token that may read `/api/v1/system/metrics` only (a Prometheus scraper).
     pub metrics_token: Option<String>,
+    /// Where a process without the API (`virel workers`, `virel scheduler`) serves its
+    /// Prometheus metrics (`GET /metrics`, with the scrape token); none by default.
+    pub metrics_bind: Option<String>,
     pub db_max_connections: u32,
     /// Jobs run at once per queue and process.
     pub concurrency: HashMap<Queue, usize>,
@@ -435,6 +439,7 @@ impl Config {
             data_dir: PathBuf::from(s.get("VIREL_DATA_DIR").unwrap_or_else(|| "./data".into())),
             jwt_secret: s.get("JWT_SECRET"),
             metrics_token: s.get("VIREL_METRICS_TOKEN"),
+            metrics_bind: s.get("VIREL_METRICS_BIND"),
             db_max_connections: s.positive("VIREL_DB_MAX_CONNECTIONS", 10)?,
             concurrency,
             retry,

@@ -169,6 +169,29 @@ async fn run(cfg: Config, api: bool, workers: Option<Vec<String>>, scheduler: bo
         let (db, queues, stop, scfg) = (db.clone(), Arc::new(queues.clone()), stop_rx.clone(), cfg.scheduler());
         tasks.spawn(async move { virel_scheduler::run(db, queues, scfg, stop).await });
     }
+    if let (false, Some(mbind)) = (api, cfg.metrics_bind.clone()) {
+        // Workers and schedulers record job, relay and SLA metrics that no API process sees.
+        let token = cfg.metrics_token.clone().filter(|t| !t.is_empty());
+        if token.is_none() && !is_loopback(&mbind) {
+            anyhow::bail!("VIREL_METRICS_BIND={mbind} is beyond this machine: set VIREL_METRICS_TOKEN too");
+        }
+        let endpoint = virel_api::metrics::scrape_endpoint(metrics.clone(), token);
+        let listener = poem::listener::TcpListener::bind(mbind.clone());
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            tracing::info!("metrics on http://{mbind}/metrics");
+            poem::Server::new(listener)
+                .run_with_graceful_shutdown(
+                    endpoint,
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                    Some(std::time::Duration::from_secs(5)),
+                )
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
     if api {
         let mut state = virel_api::AppState::new(db.clone(), &cfg.jwt_secret()?);
         state.live_redis = queues.as_ref().and_then(|q| q.live_channel());

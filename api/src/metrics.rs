@@ -82,6 +82,36 @@ fn describe() {
     );
 }
 
+/// The metrics listener of a process without the API (`VIREL_METRICS_BIND`): `GET /metrics`
+/// renders this process's recorder, with `Authorization: Bearer <token>`; anything else is
+/// 404, a missing or wrong token 401. Without a token it answers only on loopback addresses
+/// (`serve_metrics` refuses to bind elsewhere).
+pub fn scrape_endpoint(handle: PrometheusHandle, token: Option<String>) -> impl poem::Endpoint {
+    use poem::{EndpointExt, Response, handler, http::StatusCode, web::Data};
+    #[handler]
+    fn scrape(req: &poem::Request, handle: Data<&PrometheusHandle>, token: Data<&Option<String>>) -> Response {
+        if let Some(expected) = token.0.as_deref() {
+            let given = req
+                .headers()
+                .get(poem::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .unwrap_or_default();
+            let (a, b) = (expected.as_bytes(), given.as_bytes());
+            if a.len() != b.len() || a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) != 0 {
+                return Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .header("www-authenticate", "Bearer")
+                    .body("the scrape token (VIREL_METRICS_TOKEN) is required\n");
+            }
+        }
+        handle.run_upkeep();
+        Response::builder().content_type("text/plain; version=0.0.4").body(handle.render())
+    }
+    poem::Route::new().at("/metrics", poem::get(scrape)).data(handle).data(token)
+}
+
 /// The path with its ids replaced by `{id}`: a segment that holds a digit, or is longer than
 /// 24 characters, is an id (UUIDs, numbers, tokens). Route names never hold digits except the
 /// version prefix, which is kept.

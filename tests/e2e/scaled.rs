@@ -313,3 +313,52 @@ async fn writes_succeed_while_redis_is_down_and_events_are_delivered_when_it_is_
     app.settle(&admin).await;
     assert_eq!(tasks().await, 8, "and none doubled");
 }
+
+/// A `workers` process serves its own metrics (`VIREL_METRICS_BIND`, with the scrape token):
+/// the jobs it ran and the events its relay moved, which the API process never sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workers_process_serves_the_metrics_of_the_jobs_it_runs() {
+    let mut d = deployment().await;
+    let port = free_port();
+    d.procs.env.push(("VIREL_METRICS_BIND".into(), format!("127.0.0.1:{port}")));
+    d.procs.env.push(("VIREL_METRICS_TOKEN".into(), "workers-scrape-token-0123".into()));
+    let _api = d.procs.spawn("api");
+    let _workers = d.procs.spawn("workers");
+    wait_healthy(&d.base).await;
+    let app = &d.app;
+    let admin = app.login("admin@virel.com").await;
+    app.settle(&admin).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let scrape = async |token: Option<&str>| {
+        let mut r = http.get(&url);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.expect("the workers' metrics listener answers");
+        (r.status(), r.text().await.unwrap_or_default())
+    };
+    assert_eq!(scrape(None).await.0, StatusCode::UNAUTHORIZED, "not without the token");
+    assert_eq!(scrape(Some("workers-scrape-token-0124")).await.0, StatusCode::UNAUTHORIZED, "nor a wrong one");
+    let events = |text: &str| {
+        let (_, samples) = crate::metrics::parse(text);
+        crate::metrics::sum(&samples, "virel_jobs_processed_total", &[("kind", "event")])
+    };
+    let relayed = |text: &str| crate::metrics::sum(&crate::metrics::parse(text).1, "virel_relay_events_total", &[]);
+    let (s, before) = scrape(Some("workers-scrape-token-0123")).await;
+    assert_eq!(s, StatusCode::OK);
+    app.ok(
+        &admin,
+        "/inquiries",
+        json!({"source": "web", "client": {"name": "Scraped", "phone": "+447700900321"}}),
+        201,
+    )
+    .await;
+    let moved = app
+        .eventually(20, || async {
+            let (_, now) = scrape(Some("workers-scrape-token-0123")).await;
+            (events(&now) > events(&before) && relayed(&now) > relayed(&before)).then_some(())
+        })
+        .await;
+    assert!(moved.is_some(), "the workers' job and relay counters moved");
+}
