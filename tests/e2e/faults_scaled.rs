@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::faults::{Proxy, through_proxy};
 use crate::harness::{Engine, TestApp, WorkerOptions};
-use crate::scaled::{Deployment, deployment, wait_healthy};
+use crate::scaled::{Deployment, deployment, phone_rule, wait_healthy};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -36,21 +36,6 @@ fn pick(n: usize) -> usize {
 const FOLLOW_UPS: &str = "SELECT COUNT(*) AS n FROM tasks WHERE type = 'follow_up' AND created_by LIKE 'automation:%'";
 const DISTINCT_FOLLOW_UPS: &str =
     "SELECT COUNT(DISTINCT subject_id) AS n FROM tasks WHERE type = 'follow_up' AND created_by LIKE 'automation:%'";
-
-async fn phone_rule(app: &TestApp, admin: &str) {
-    app.ok(
-        admin,
-        "/automation/rules",
-        json!({
-            "name": "Follow up phone inquiries",
-            "trigger": "inquiry.created",
-            "conditions": [{"field": "source", "operator": "equals", "value": "phone"}],
-            "actions": [{"type": "create_task", "params": {"type": "follow_up"}}]
-        }),
-        201,
-    )
-    .await;
-}
 
 /// The longest time from an inquiry's commit to its follow-up task, in milliseconds.
 async fn slowest_follow_up_ms(app: &TestApp) -> i64 {
@@ -151,11 +136,7 @@ async fn postgres_cut_under_load_is_503_and_every_process_reconnects_by_itself()
     let mut d = deployment().await;
     let (upstream, url_for) = through_proxy(&d._db.1).await;
     let proxy = Proxy::start(upstream).await;
-    for (k, v) in d.procs.env.iter_mut() {
-        if k == "DATABASE_URL" {
-            *v = url_for(proxy.port);
-        }
-    }
+    d.procs.set("DATABASE_URL", url_for(proxy.port));
     let _api = d.procs.spawn("api");
     let _workers = d.procs.spawn("workers");
     wait_healthy(&d.base).await;

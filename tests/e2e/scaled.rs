@@ -20,6 +20,12 @@ pub struct Procs {
 }
 
 impl Procs {
+    /// Sets (or replaces) one variable of the processes' environment.
+    pub fn set(&mut self, key: &str, value: String) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value));
+    }
+
     pub fn spawn(&self, role: &str) -> Child {
         let mut c = Command::new(env!("CARGO_BIN_EXE_virel"));
         let (out, err) = crate::harness::child_log(role);
@@ -67,6 +73,22 @@ pub async fn deployment() -> Deployment {
     let base = format!("http://127.0.0.1:{port}/api/v1");
     let app = TestApp::attach(base.clone(), db, Engine::Postgres);
     Deployment { procs, base, app, _redis: redis, _db: guard }
+}
+
+/// The rule the scaled tests count: a follow-up task for every phone inquiry.
+pub async fn phone_rule(app: &TestApp, admin: &str) {
+    app.ok(
+        admin,
+        "/automation/rules",
+        json!({
+            "name": "Follow up phone inquiries",
+            "trigger": "inquiry.created",
+            "conditions": [{"field": "source", "operator": "equals", "value": "phone"}],
+            "actions": [{"type": "create_task", "params": {"type": "follow_up"}}]
+        }),
+        201,
+    )
+    .await;
 }
 
 pub async fn wait_healthy(base: &str) {
@@ -143,18 +165,7 @@ async fn two_thousand_inquiries_survive_two_worker_kills() {
     let app = &d.app;
     let admin = app.login("admin@virel.com").await;
     app.settle(&admin).await;
-    app.ok(
-        &admin,
-        "/automation/rules",
-        json!({
-            "name": "Follow up phone inquiries",
-            "trigger": "inquiry.created",
-            "conditions": [{"field": "source", "operator": "equals", "value": "phone"}],
-            "actions": [{"type": "create_task", "params": {"type": "follow_up"}}]
-        }),
-        201,
-    )
-    .await;
+    phone_rule(app, &admin).await;
 
     const N: usize = 2000;
     let started = Instant::now();
@@ -254,29 +265,14 @@ async fn writes_succeed_while_redis_is_down_and_events_are_delivered_when_it_is_
     let mut d = deployment().await;
     let port = free_port();
     let mut redis = OwnRedis::start(port);
-    for (k, v) in d.procs.env.iter_mut() {
-        if k == "REDIS_URL" {
-            *v = format!("redis://127.0.0.1:{port}");
-        }
-    }
+    d.procs.set("REDIS_URL", format!("redis://127.0.0.1:{port}"));
     let _api = d.procs.spawn("api");
     let _workers = d.procs.spawn("workers");
     wait_healthy(&d.base).await;
     let app = &d.app;
     let admin = app.login("admin@virel.com").await;
     app.settle(&admin).await;
-    app.ok(
-        &admin,
-        "/automation/rules",
-        json!({
-            "name": "Follow up phone inquiries",
-            "trigger": "inquiry.created",
-            "conditions": [{"field": "source", "operator": "equals", "value": "phone"}],
-            "actions": [{"type": "create_task", "params": {"type": "follow_up"}}]
-        }),
-        201,
-    )
-    .await;
+    phone_rule(app, &admin).await;
     let tasks =
         || app.count("SELECT COUNT(*) AS n FROM tasks WHERE type = 'follow_up' AND created_by LIKE 'automation:%'");
     let inquiry = async |n: u32| {
@@ -320,8 +316,8 @@ async fn writes_succeed_while_redis_is_down_and_events_are_delivered_when_it_is_
 async fn a_workers_process_serves_the_metrics_of_the_jobs_it_runs() {
     let mut d = deployment().await;
     let port = free_port();
-    d.procs.env.push(("VIREL_METRICS_BIND".into(), format!("127.0.0.1:{port}")));
-    d.procs.env.push(("VIREL_METRICS_TOKEN".into(), "workers-scrape-token-0123".into()));
+    d.procs.set("VIREL_METRICS_BIND", format!("127.0.0.1:{port}"));
+    d.procs.set("VIREL_METRICS_TOKEN", "workers-scrape-token-0123".into());
     let _api = d.procs.spawn("api");
     let _workers = d.procs.spawn("workers");
     wait_healthy(&d.base).await;
