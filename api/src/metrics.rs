@@ -90,26 +90,34 @@ pub fn scrape_endpoint(handle: PrometheusHandle, token: Option<String>) -> impl 
     use poem::{EndpointExt, Response, handler, http::StatusCode, web::Data};
     #[handler]
     fn scrape(req: &poem::Request, handle: Data<&PrometheusHandle>, token: Data<&Option<String>>) -> Response {
-        if let Some(expected) = token.0.as_deref() {
-            let given = req
-                .headers()
-                .get(poem::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim)
-                .unwrap_or_default();
-            let (a, b) = (expected.as_bytes(), given.as_bytes());
-            if a.len() != b.len() || a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) != 0 {
-                return Response::builder()
-                    .status(StatusCode::UNAUTHORIZED)
-                    .header("www-authenticate", "Bearer")
-                    .body("the scrape token (VIREL_METRICS_TOKEN) is required\n");
-            }
+        if let Some(expected) = token.0.as_deref()
+            && !bearer_matches(req, expected)
+        {
+            return Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header("www-authenticate", "Bearer")
+                .body("the scrape token (VIREL_METRICS_TOKEN) is required\n");
         }
         handle.run_upkeep();
         Response::builder().content_type("text/plain; version=0.0.4").body(handle.render())
     }
     poem::Route::new().at("/metrics", poem::get(scrape)).data(handle).data(token)
+}
+
+/// Whether the request's `Authorization: Bearer` token is `expected`, compared in constant
+/// time (the scrape token, `VIREL_METRICS_TOKEN`).
+pub(crate) fn bearer_matches(req: &poem::Request, expected: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return false;
+    };
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// The path with its ids replaced by `{id}`: a segment that holds a digit, or is longer than

@@ -168,16 +168,5 @@ impl Api {
 
 /// The request carries the scrape token (`VIREL_METRICS_TOKEN`), compared in constant time.
 fn scrape_token_ok(state: &AppState, req: &Request) -> bool {
-    let Some(expected) = state.metrics_token.as_deref().filter(|t| !t.is_empty()) else { return false };
-    let Some(given) = req
-        .headers()
-        .get(poem::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-    else {
-        return false;
-    };
-    let (a, b) = (expected.as_bytes(), given.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    state.metrics_token.as_deref().filter(|t| !t.is_empty()).is_some_and(|t| crate::metrics::bearer_matches(req, t))
 }
