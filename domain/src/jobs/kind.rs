@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -98,18 +97,12 @@ pub struct Retry {
 
 impl Retry {
     /// The window of the n-th retry's wait: from half of to the whole of `base * 2^(n-1)`,
-    /// never more than `cap` (exponential backoff with jitter over the upper half).
+    /// never more than `cap` (exponential backoff; the queues draw the
+    /// instant inside it, `workers::queue::run_at_in`).
     pub fn window(&self, retry: u32) -> (Duration, Duration) {
         let exp = self.base.saturating_mul(1u32 << retry.saturating_sub(1).min(20));
         let ceiling = exp.min(self.cap);
         (ceiling / 2, ceiling)
-    }
-
-    /// A wait drawn uniformly from the n-th retry's `window`.
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let (half, ceiling) = self.window(retry);
-        let jitter = rand::thread_rng().gen_range(0..=(ceiling - half).as_millis().max(1) as u64);
-        half + Duration::from_millis(jitter)
     }
 }
 
@@ -360,11 +353,10 @@ mod tests {
     fn backoff_grows_and_is_capped() {
         let p = RetrySettings::default().standard();
         for retry in 1..=12 {
-            let d = p.backoff(retry);
             let ceiling = (p.base * 2u32.pow(retry - 1)).min(p.cap);
-            assert!(d >= ceiling / 2 && d <= ceiling, "retry {retry}: {d:?} vs {ceiling:?}");
+            assert_eq!(p.window(retry), (ceiling / 2, ceiling), "retry {retry}");
         }
-        assert!(p.backoff(30) <= p.cap);
+        assert!(p.window(30).1 <= p.cap);
     }
 
     #[test]
